@@ -1,0 +1,13 @@
+"""The ``keeptar`` command line: a thin layer over the importable API.
+
+Each command parses its options, calls the API, and renders the result as
+text or ``--json`` on stdout.  Errors become one line on stderr and the exit
+code of their :mod:`keeptar.errors` class; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+from keeptar.cli._app import app, main
+from keeptar.cli import inspect as _inspect  # noqa: F401  (registers the command)
+
+__all__ = ["app", "main"]

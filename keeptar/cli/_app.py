@@ -1,0 +1,115 @@
+"""The typer application, error reporting and progress shared by every command."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import typer
+
+from keeptar.errors import KeeptarError
+
+__all__ = ["app", "emit_json", "main", "progress_reporter", "reporting_errors"]
+
+app = typer.Typer(
+    name="keeptar",
+    help=(
+        "Put Docker image archives into Arvados Keep, and manage them there, "
+        "without a Docker daemon.\n\n"
+        "Exit codes: 0 success, 1 other error, 2 usage, 3 bad archive, "
+        "4 digest mismatch, 5 backend failure, 6 not found, 7 conflict, 130 interrupted."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", help="Print keeptar's version and exit."),
+) -> None:
+    """Put Docker image archives into Arvados Keep without a Docker daemon."""
+    if version:
+        from keeptar import __version__
+
+        typer.echo(f"keeptar {__version__}")
+        raise typer.Exit()
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """Print ``keeptar: error: <message>`` on stderr and return the Exit to raise."""
+    first_line = " ".join(str(message).split()) or "unknown error"
+    sys.stderr.write(f"keeptar: error: {first_line}\n")
+    sys.stderr.flush()
+    return typer.Exit(code)
+
+
+@contextlib.contextmanager
+def reporting_errors() -> Iterator[None]:
+    """Turn keeptar errors and Ctrl-C into one stderr line and an exit code."""
+    try:
+        yield
+    except KeeptarError as exc:
+        raise fail(str(exc), exc.exit_code) from None
+    except KeyboardInterrupt:
+        raise fail("interrupted", 130) from None
+    except BrokenPipeError:
+        # The reader of our stdout went away (`keeptar … | head`): not an error of ours.
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(141) from None
+
+
+def emit_json(doc: Any) -> None:
+    """Print *doc* as indented JSON on stdout."""
+    typer.echo(json.dumps(doc, indent=2, sort_keys=False))
+
+
+@contextlib.contextmanager
+def progress_reporter(
+    enabled: bool | None, total: int | None, description: str
+) -> Iterator[Callable[[int], None] | None]:
+    """Yield a callback that shows bytes done on a stderr progress bar, or None.
+
+    Args:
+        enabled: True/False from ``--progress/--no-progress``; None means "if
+            stderr is a terminal".
+        total: bytes expected, if known (then the bar shows the rate and ETA).
+        description: the bar's label.
+    """
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
+               TransferSpeedColumn(), TimeRemainingColumn()]
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(description, total=total)
+        yield lambda done: bar.update(task, completed=done)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:  # raised outside a command, e.g. during import
+        sys.stderr.write("keeptar: error: interrupted\n")
+        raise SystemExit(130) from None

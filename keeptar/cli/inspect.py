@@ -1,0 +1,65 @@
+"""``keeptar inspect``: describe the images in an archive without storing anything."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from keeptar.archive import inspect_source
+from keeptar.cli._app import app, emit_json, progress_reporter, reporting_errors
+from keeptar.formats import ArchiveInfo
+from keeptar.streaming.sources import open_source
+
+
+@app.command("inspect")
+def inspect_command(
+    target: Annotated[
+        str, typer.Argument(help="Image archive: a file path, or - for standard input.")
+    ] = "-",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            "--verify",
+            help="Read every layer and check its sha256 against the config's diff IDs.",
+        ),
+    ] = False,
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress", help="Progress bar on stderr [default: if a terminal]."),
+    ] = None,
+) -> None:
+    """Show the format, image IDs, tags, creation times and layers of an image archive.
+
+    Reads plain or compressed (gzip, zstd, xz, bzip2) archives in one pass.
+    Layer data is skipped unless --verify is given.
+    """
+    with reporting_errors(), open_source(target) as source:
+        with progress_reporter(progress, source.size, "inspect") as report:
+            info = inspect_source(source, verify=verify, progress=report)
+        if as_json:
+            emit_json(info.to_json())
+        else:
+            typer.echo(render_text(info))
+
+
+def render_text(info: ArchiveInfo) -> str:
+    """Human-readable summary of *info*."""
+    compression = "" if info.compression == "none" else f", {info.compression}-compressed"
+    count = len(info.images)
+    lines = [f"{info.format.value} archive{compression}, {count} image{'s' * (count != 1)}"]
+    for image in info.images:
+        lines.append("")
+        lines.append(f"ID:            {image.id}")
+        lines.append(f"Repo tags:     {', '.join(image.repo_tags) or '<none>'}")
+        lines.append(f"Created:       {image.created or '<unknown>'}")
+        lines.append(f"Platform:      {image.os or '?'}/{image.architecture or '?'}")
+        lines.append(f"Config:        {image.config_path}")
+        lines.append(f"Layers:        {len(image.layers)}")
+        for layer in image.layers:
+            lines.append(f"  {layer.diff_id or '-':<71} {layer.size:>12}  {layer.path}")
+    if info.verified:
+        lines.append("")
+        lines.append("verified: every layer matches its diff ID")
+    return "\n".join(lines)

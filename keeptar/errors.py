@@ -1,0 +1,82 @@
+"""keeptar's error types and the exit code each one maps to.
+
+Every failure keeptar knows about is a :class:`KeeptarError` subclass.  The CLI
+turns one into a single line on stderr and the documented exit code below; no
+other module exits the process.
+
+=====  ==========================  ==============================================
+code   error                       meaning
+=====  ==========================  ==============================================
+1      KeeptarError                any other failure keeptar recognised
+2      UsageError                  bad command-line usage or a bad reference
+3      ArchiveError                the input is not a readable image archive
+4      VerificationError           digests in the archive do not match its data
+5      BackendError                the storage backend (Keep, API) failed
+6      NotFoundError               a collection, project or image does not exist
+7      ConflictError               the request conflicts with what is stored
+130    (KeyboardInterrupt)         interrupted by Ctrl-C
+=====  ==========================  ==============================================
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArchiveError",
+    "BackendError",
+    "ConflictError",
+    "KeeptarError",
+    "NotFoundError",
+    "UsageError",
+    "VerificationError",
+]
+
+
+class KeeptarError(Exception):
+    """Base class of every error keeptar reports; ``exit_code`` is its CLI exit status."""
+
+    exit_code = 1
+
+
+class UsageError(KeeptarError):
+    """The caller asked for something that cannot be done as asked."""
+
+    exit_code = 2
+
+
+class ArchiveError(KeeptarError):
+    """The input is not a well-formed image archive.
+
+    Args:
+        message: what is wrong, naming the member involved.
+        offset: the byte offset in the (decompressed) stream where it was found.
+    """
+
+    exit_code = 3
+
+    def __init__(self, message: str, offset: int | None = None) -> None:
+        self.offset = offset
+        super().__init__(message if offset is None else f"{message} at byte {offset}")
+
+
+class VerificationError(ArchiveError):
+    """A digest recorded in the archive does not match the bytes it names."""
+
+    exit_code = 4
+
+
+class BackendError(KeeptarError):
+    """Keep or the API server failed or could not be reached."""
+
+    exit_code = 5
+
+
+class NotFoundError(KeeptarError):
+    """A named collection, project, link or image does not exist."""
+
+    exit_code = 6
+
+
+class ConflictError(KeeptarError):
+    """What was asked conflicts with what the backend already holds."""
+
+    exit_code = 7

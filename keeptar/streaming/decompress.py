@@ -1,0 +1,265 @@
+"""Whole-stream decompression in the same feed/next shape as the tar reader.
+
+:func:`detect_compression` recognises gzip, bzip2, xz and zstd from magic
+bytes.  A :class:`Decompressor` is fed compressed bytes and hands back
+decompressed chunks of at most ``max_chunk`` bytes each, so a small input that
+expands enormously never lands in memory at once.  Concatenated members
+(multi-member gzip, several xz/bzip2 streams, several zstd frames) are all
+decompressed, as ``gzip -d`` does; NUL padding after the last member is
+ignored.  A stream that ends inside a member raises
+:class:`~keeptar.errors.ArchiveError`.
+"""
+
+from __future__ import annotations
+
+import bz2
+import enum
+import lzma
+import zlib
+from collections import deque
+from typing import Protocol
+
+from keeptar.errors import ArchiveError
+from keeptar.streaming._events import NEED_DATA, NeedData
+
+__all__ = ["Compression", "Decompressor", "detect_compression", "new_decompressor"]
+
+DEFAULT_MAX_CHUNK = 1 << 20
+
+
+class Compression(enum.Enum):
+    """Whole-stream compression formats keeptar reads."""
+
+    NONE = "none"
+    GZIP = "gzip"
+    BZIP2 = "bzip2"
+    XZ = "xz"
+    ZSTD = "zstd"
+
+
+_MAGIC = (
+    (b"\x1f\x8b", Compression.GZIP),
+    (b"BZh", Compression.BZIP2),
+    (b"\xfd7zXZ\x00", Compression.XZ),
+    (b"\x28\xb5\x2f\xfd", Compression.ZSTD),
+)
+#: Bytes :func:`detect_compression` needs to decide.
+MAGIC_LENGTH = 6
+
+
+def detect_compression(head: bytes) -> Compression:
+    """Return the compression whose magic bytes start *head* (at least 6 bytes if available)."""
+    for magic, kind in _MAGIC:
+        if head.startswith(magic):
+            return kind
+    return Compression.NONE
+
+
+class _Member(Protocol):
+    """One compressed member: the subset of the stdlib decompressor API we use."""
+
+    @property
+    def eof(self) -> bool: ...
+    @property
+    def unused_data(self) -> bytes: ...
+    def decompress(self, data: bytes, max_length: int) -> bytes: ...
+
+
+class _ZlibMember:
+    def __init__(self) -> None:
+        self._obj = zlib.decompressobj(wbits=31)
+        self._tail = b""
+
+    @property
+    def eof(self) -> bool:
+        return self._obj.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._obj.unused_data
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        out = self._obj.decompress(self._tail + data, max_length)
+        self._tail = self._obj.unconsumed_tail
+        return out
+
+    @property
+    def needs_input(self) -> bool:
+        return not self._tail
+
+
+class _LzmaLikeMember:
+    """lzma and bz2 decompressors keep unconsumed input internally."""
+
+    def __init__(self, obj: lzma.LZMADecompressor | bz2.BZ2Decompressor) -> None:
+        self._obj = obj
+
+    @property
+    def eof(self) -> bool:
+        return self._obj.eof
+
+    @property
+    def unused_data(self) -> bytes:
+        return self._obj.unused_data
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        return self._obj.decompress(data, max_length)
+
+    @property
+    def needs_input(self) -> bool:
+        return self._obj.needs_input
+
+
+class _ZstdMember:
+    """zstandard's decompressobj has no output cap, so feed it small slices.
+
+    The slice shrinks while output per call is large (highly compressible
+    data) and grows back when it is small, which bounds each output chunk to
+    a few MiB without slowing ordinary data down.
+    """
+
+    _MIN_SLICE = 256
+    _MAX_SLICE = 64 << 10
+
+    def __init__(self) -> None:
+        import zstandard
+
+        self._obj = zstandard.ZstdDecompressor().decompressobj()
+        self._tail = b""
+        self._slice = 8 << 10
+
+    @property
+    def eof(self) -> bool:
+        return bool(self._obj.eof)
+
+    @property
+    def unused_data(self) -> bytes:
+        return bytes(self._obj.unused_data) + self._tail if self._obj.eof else b""
+
+    def decompress(self, data: bytes, max_length: int) -> bytes:
+        pending = self._tail + data
+        piece, self._tail = pending[: self._slice], pending[self._slice :]
+        out: bytes = self._obj.decompress(piece) if piece else b""
+        if len(out) > max_length:
+            self._slice = max(self._MIN_SLICE, self._slice // 16)
+        elif len(out) < max_length // 8:
+            self._slice = min(self._MAX_SLICE, self._slice * 2)
+        return out
+
+    @property
+    def needs_input(self) -> bool:
+        return not self._tail
+
+
+def _new_member(kind: Compression) -> _ZlibMember | _LzmaLikeMember | _ZstdMember:
+    if kind is Compression.GZIP:
+        return _ZlibMember()
+    if kind is Compression.BZIP2:
+        return _LzmaLikeMember(bz2.BZ2Decompressor())
+    if kind is Compression.XZ:
+        return _LzmaLikeMember(lzma.LZMADecompressor(format=lzma.FORMAT_XZ))
+    if kind is Compression.ZSTD:
+        return _ZstdMember()
+    raise ValueError(f"no decompressor for {kind}")
+
+
+class Decompressor:
+    """Sans-IO decompressor for one whole stream of *kind* (see module docstring).
+
+    Args:
+        kind: the compression format, usually from :func:`detect_compression`.
+        max_chunk: the largest chunk :meth:`next_chunk` returns, in bytes.
+    """
+
+    def __init__(self, kind: Compression, *, max_chunk: int = DEFAULT_MAX_CHUNK) -> None:
+        self.kind = kind
+        self._max_chunk = max_chunk
+        self._member = _new_member(kind)
+        self._between_members = True
+        self._seen_member = False
+        self._input: deque[bytes] = deque()
+        self._eof = False
+        self._consumed = 0  # compressed bytes handed to member decompressors
+
+    def feed(self, data: bytes) -> None:
+        """Give the decompressor the next compressed bytes."""
+        if data:
+            self._input.append(bytes(data))
+
+    def feed_eof(self) -> None:
+        """Tell the decompressor the compressed stream has ended."""
+        self._eof = True
+
+    def next_chunk(self) -> bytes | NeedData:
+        """Return the next decompressed bytes, or :data:`NEED_DATA`; ``b""`` means the end.
+
+        Raises:
+            ArchiveError: the compressed data is corrupt, or ends inside a member.
+        """
+        name = self.kind.value
+        while True:
+            member = self._member
+            if member.eof:
+                rest = member.unused_data
+                if rest:
+                    self._input.appendleft(rest)
+                    self._consumed -= len(rest)
+                self._between_members = True
+                self._member = _new_member(self.kind)
+                continue
+            if self._between_members:
+                started = self._start_next_member()
+                if started is None:
+                    return NEED_DATA if not self._eof else b""
+                continue
+            if member.needs_input:
+                if not self._input:
+                    if not self._eof:
+                        return NEED_DATA
+                    raise ArchiveError(f"truncated {name} stream", self._consumed)
+                data = self._input.popleft()
+                self._consumed += len(data)
+            else:
+                data = b""
+            try:
+                out = member.decompress(data, self._max_chunk)
+            except Exception as exc:  # zlib.error, OSError, EOFError, LZMAError, ZstdError
+                raise ArchiveError(f"corrupt {name} data: {exc}", self._consumed) from None
+            if out:
+                return out
+
+    def _start_next_member(self) -> bool | None:
+        """Between members: skip NUL padding; return True once a new member starts.
+
+        Returns None when more input (or EOF) is needed to decide.
+        """
+        while self._input:
+            head = self._input[0].lstrip(b"\x00")
+            self._consumed += len(self._input[0]) - len(head)
+            if head:
+                self._input[0] = head
+                break
+            self._input.popleft()
+        if not self._input:
+            if self._eof and not self._seen_member:
+                raise ArchiveError(f"empty {self.kind.value} stream", self._consumed)
+            return None
+        head = self._input[0]
+        if len(head) < MAGIC_LENGTH and len(self._input) > 1:
+            self._input.popleft()
+            self._input[0] = head + self._input[0]
+            head = self._input[0]
+        if len(head) < MAGIC_LENGTH and not self._eof:
+            return None
+        if detect_compression(head[:MAGIC_LENGTH]) is not self.kind:
+            raise ArchiveError(
+                f"garbage after the end of the {self.kind.value} stream", self._consumed
+            )
+        self._between_members = False
+        self._seen_member = True
+        return True
+
+
+def new_decompressor(kind: Compression, *, max_chunk: int = DEFAULT_MAX_CHUNK) -> Decompressor:
+    """Return a :class:`Decompressor` for *kind*."""
+    return Decompressor(kind, max_chunk=max_chunk)
