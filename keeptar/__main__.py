@@ -1,0 +1,5 @@
+"""``python -m keeptar``."""
+
+from keeptar.cli import main
+
+main()
