@@ -29,8 +29,9 @@ def load_truth() -> dict[str, Any]:
     return {k: v for k, v in doc.items() if not k.startswith("_")}
 
 
-def run_keeptar(*args: str, input: bytes | None = None, env: dict[str, str] | None = None,
-                stdin: Any = None) -> subprocess.CompletedProcess[bytes]:
+def run_keeptar(
+    *args: str, input: bytes | None = None, env: dict[str, str] | None = None, stdin: Any = None
+) -> subprocess.CompletedProcess[bytes]:
     """Run the real console entry point in a subprocess."""
     return subprocess.run(
         [sys.executable, "-m", "keeptar", *args],

@@ -102,11 +102,13 @@ def test_tagged_images_keep_their_docker_tags(name: str) -> None:
 
 
 def test_null_manifest_is_refused() -> None:
-    with pytest.raises(ArchiveError, match="manifest.json"):
+    with pytest.raises(ArchiveError, match=r"manifest\.json"):
         inspect_archive(fixture_path("ggcr-null-manifest.tar"))
 
 
-@pytest.mark.parametrize("name", ["docker-v2-app.tar.zst", "podman-oci-archive.tar", "docker-v1-app.tar"])
+@pytest.mark.parametrize(
+    "name", ["docker-v2-app.tar.zst", "podman-oci-archive.tar", "docker-v1-app.tar"]
+)
 def test_cli_json_matches_the_api(name: str) -> None:
     import json
 

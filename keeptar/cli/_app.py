@@ -30,16 +30,21 @@ app = typer.Typer(
 )
 
 
-@app.callback()
-def _root(
-    version: bool = typer.Option(False, "--version", help="Print keeptar's version and exit."),
-) -> None:
-    """Put Docker image archives into Arvados Keep without a Docker daemon."""
-    if version:
+def _print_version(value: bool) -> None:
+    if value:
         from keeptar import __version__
 
         typer.echo(f"keeptar {__version__}")
         raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_print_version, help="Print the version."
+    ),
+) -> None:
+    """Put Docker image archives into Arvados Keep without a Docker daemon."""
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -99,8 +104,13 @@ def progress_reporter(
         TransferSpeedColumn,
     )
 
-    columns = [TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-               TransferSpeedColumn(), TimeRemainingColumn()]
+    columns = [
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    ]
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda done: bar.update(task, completed=done)

@@ -27,7 +27,9 @@ def inspect_command(
     ] = False,
     progress: Annotated[
         bool | None,
-        typer.Option("--progress/--no-progress", help="Progress bar on stderr [default: if a terminal]."),
+        typer.Option(
+            "--progress/--no-progress", help="Progress bar on stderr [default: if a terminal]."
+        ),
     ] = None,
 ) -> None:
     """Show the format, image IDs, tags, creation times and layers of an image archive.

@@ -62,7 +62,9 @@ def detect_layout(scan: ArchiveScan) -> ModuleType:
     )
 
 
-def read_images(scan: ArchiveScan, *, verify: bool = False) -> tuple[ArchiveFormat, list[ImageInfo]]:
+def read_images(
+    scan: ArchiveScan, *, verify: bool = False
+) -> tuple[ArchiveFormat, list[ImageInfo]]:
     """Detect the layout of *scan* and return its format and images.
 
     Args:

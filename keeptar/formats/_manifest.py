@@ -188,7 +188,9 @@ def verify_layers(scan: ArchiveScan, image: ImageInfo) -> None:
         member = scan.resolve(layer.path, what=f"layer {index}")
         actual = uncompressed_digest(member)
         if layer.diff_id is None:
-            raise VerificationError(f"image {image.short_id}: layer {index} has no diff ID to check")
+            raise VerificationError(
+                f"image {image.short_id}: layer {index} has no diff ID to check"
+            )
         if actual != layer.diff_id:
             raise VerificationError(
                 f"image {image.short_id}: layer {index} ({layer.path}) has sha256 "

@@ -64,11 +64,14 @@ def read_blob_json(scan: ArchiveScan, descriptor: Descriptor, *, what: str) -> A
     member, data = scan.read_bytes(blob_path(descriptor), what=what)
     if member.size != descriptor.size:
         raise VerificationError(
-            f"{what}: {blob_path(descriptor)} is {member.size} bytes, descriptor says {descriptor.size}"
+            f"{what}: {blob_path(descriptor)} is {member.size} bytes, "
+            f"descriptor says {descriptor.size}"
         )
     actual = "sha256:" + (member.sha256 or hashlib.sha256(data).hexdigest())
     if actual != descriptor.digest:
-        raise VerificationError(f"{what}: blob has digest {actual}, descriptor says {descriptor.digest}")
+        raise VerificationError(
+            f"{what}: blob has digest {actual}, descriptor says {descriptor.digest}"
+        )
     return scan.read_json(blob_path(descriptor), what=what)
 
 

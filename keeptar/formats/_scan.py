@@ -261,7 +261,9 @@ class ArchiveScan:
             if member is None:
                 if current == path:
                     raise ArchiveError(f"{what}: {path!r} is not in the archive")
-                raise ArchiveError(f"{what}: {path!r} links to {current!r}, which is not in the archive")
+                raise ArchiveError(
+                    f"{what}: {path!r} links to {current!r}, which is not in the archive"
+                )
             if member.type is MemberType.FILE:
                 return member
             if member.type not in (MemberType.SYMLINK, MemberType.HARDLINK):

@@ -85,6 +85,26 @@ def normalize_member_path(name: str) -> str:
     return "/".join(parts)
 
 
+_OTHER_FORMATS = (
+    (b"PK\x03\x04", "a zip file"),
+    (b"PK\x05\x06", "an empty zip file"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip file"),
+    (b"Rar!", "a RAR file"),
+    (b"\x89PNG", "a PNG image"),
+    (b"%PDF", "a PDF document"),
+)
+
+
+def _not_tar(head: bytes) -> str:
+    """Explain why a stream's first bytes are not a tar archive."""
+    for magic, what in _OTHER_FORMATS:
+        if head.startswith(magic):
+            return f"not a tar archive: this is {what}"
+    if len(head) < BLOCK:
+        return f"not a tar archive: only {len(head)} bytes, shorter than one tar header"
+    return "not a tar archive: the first block is not a valid tar header"
+
+
 def _decode(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
@@ -302,9 +322,7 @@ class TarReader:
             raise ArchiveError(f"{_UNSUPPORTED_TYPES[typeflag]} members are not supported", offset)
         return self._start_member(block, typeflag, size, offset)
 
-    def _start_member(
-        self, block: bytes, typeflag: bytes, size: int, offset: int
-    ) -> MemberHeader:
+    def _start_member(self, block: bytes, typeflag: bytes, size: int, offset: int) -> MemberHeader:
         pax = {**self._global_pax, **self._pax}
         if "path" in pax:
             raw_name = pax["path"]
@@ -380,6 +398,8 @@ class TarReader:
         return True
 
     def _end_at_eof(self) -> ArchiveEnd:
+        if self._buffered and self._offset == 0:
+            raise ArchiveError(_not_tar(bytes(self._peek(self._buffered))), 0)
         if self._buffered:
             raise ArchiveError(
                 f"truncated inside a header ({self._buffered} of {BLOCK} bytes)", self._offset
@@ -425,7 +445,7 @@ class TarReader:
             if stored == unsigned - 256 * high:
                 return
         if first:
-            raise ArchiveError("not a tar archive: the first block is not a valid tar header", 0)
+            raise ArchiveError(_not_tar(block), 0)
         raise ArchiveError("bad tar header checksum", offset)
 
     def _parse_size(self, block: bytes, offset: int) -> int:
@@ -510,4 +530,3 @@ class TarReader:
             else:
                 self._chunks[0] = first[count:]
                 count = 0
-

@@ -111,22 +111,21 @@ class _LzmaLikeMember:
 
 
 class _ZstdMember:
-    """zstandard's decompressobj has no output cap, so feed it small slices.
+    """zstandard's decompressobj has no output cap, so feed it at most 1 KiB at a time.
 
-    The slice shrinks while output per call is large (highly compressible
-    data) and grows back when it is small, which bounds each output chunk to
-    a few MiB without slowing ordinary data down.
+    zstd expands at most about 32768:1 (a 128 KiB RLE block from 4 bytes), so
+    one call's output stays under ~32 MiB even for a bomb; calls repeat until
+    *max_length* bytes have come out or the input is used up.
     """
 
-    _MIN_SLICE = 256
-    _MAX_SLICE = 64 << 10
+    _SLICE = 1 << 10
 
     def __init__(self) -> None:
         import zstandard
 
         self._obj = zstandard.ZstdDecompressor().decompressobj()
-        self._tail = b""
-        self._slice = 8 << 10
+        self._buf = memoryview(b"")
+        self._pos = 0
 
     @property
     def eof(self) -> bool:
@@ -134,21 +133,29 @@ class _ZstdMember:
 
     @property
     def unused_data(self) -> bytes:
-        return bytes(self._obj.unused_data) + self._tail if self._obj.eof else b""
+        if not self._obj.eof:
+            return b""
+        return bytes(self._obj.unused_data) + bytes(self._buf[self._pos :])
 
     def decompress(self, data: bytes, max_length: int) -> bytes:
-        pending = self._tail + data
-        piece, self._tail = pending[: self._slice], pending[self._slice :]
-        out: bytes = self._obj.decompress(piece) if piece else b""
-        if len(out) > max_length:
-            self._slice = max(self._MIN_SLICE, self._slice // 16)
-        elif len(out) < max_length // 8:
-            self._slice = min(self._MAX_SLICE, self._slice * 2)
-        return out
+        if data:
+            rest = self._buf[self._pos :]
+            self._buf = memoryview(bytes(rest) + data if len(rest) else data)
+            self._pos = 0
+        out: list[bytes] = []
+        produced = 0
+        while produced < max_length and self._pos < len(self._buf) and not self._obj.eof:
+            piece = self._buf[self._pos : self._pos + self._SLICE]
+            self._pos += len(piece)
+            chunk = self._obj.decompress(piece)
+            if chunk:
+                out.append(chunk)
+                produced += len(chunk)
+        return b"".join(out)
 
     @property
     def needs_input(self) -> bool:
-        return not self._tail
+        return self._pos >= len(self._buf)
 
 
 def _new_member(kind: Compression) -> _ZlibMember | _LzmaLikeMember | _ZstdMember:

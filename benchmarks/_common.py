@@ -1,0 +1,122 @@
+"""Helpers shared by the benchmark scripts: a big test archive, timing, machine facts."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CACHE = Path(os.environ.get("KEEPTAR_BENCH_CACHE", "/tmp/keeptar-bench"))
+
+
+def big_archive(layers: int = 3, layer_mib: int = 360) -> Path:
+    """A valid docker-v2 style archive of *layers* random layers (cached between runs).
+
+    Each layer is a real tar holding one file of random bytes; the config lists
+    their true diff IDs, so ``inspect --verify`` passes.
+    """
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"big-{layers}x{layer_mib}MiB.tar"
+    if path.exists():
+        return path
+    tmp = path.with_suffix(".part")
+    diff_ids, names = [], []
+    with (
+        open(tmp, "wb") as out,
+        tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar,
+    ):
+        for number in range(layers):
+            payload = _random(layer_mib << 20, seed=number)
+            inner = io.BytesIO()
+            with tarfile.open(fileobj=inner, mode="w", format=tarfile.GNU_FORMAT) as layer:
+                info = tarfile.TarInfo(f"data/blob{number}.bin")
+                info.size = len(payload)
+                layer.addfile(info, io.BytesIO(payload))
+            layer_bytes = inner.getvalue()
+            del payload
+            diff_ids.append("sha256:" + hashlib.sha256(layer_bytes).hexdigest())
+            name = hashlib.sha256(str(number).encode()).hexdigest()
+            names.append(f"{name}/layer.tar")
+            info = tarfile.TarInfo(names[-1])
+            info.size = len(layer_bytes)
+            tar.addfile(info, io.BytesIO(layer_bytes))
+            del layer_bytes, inner
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "created": "2026-01-01T00:00:00Z",
+                "config": {},
+                "rootfs": {"type": "layers", "diff_ids": diff_ids},
+            },
+            separators=(",", ":"),
+        ).encode()
+        config_name = hashlib.sha256(config).hexdigest() + ".json"
+        for member, data in (
+            (config_name, config),
+            (
+                "manifest.json",
+                json.dumps(
+                    [{"Config": config_name, "RepoTags": ["bench/big:latest"], "Layers": names}]
+                ).encode(),
+            ),
+        ):
+            info = tarfile.TarInfo(member)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    tmp.rename(path)
+    return path
+
+
+def _random(size: int, seed: int) -> bytes:
+    """Incompressible bytes, quickly: a repeated 1 MiB random block would let gzip cheat."""
+    block = hashlib.shake_256(b"keeptar-bench-%d" % seed).digest(1 << 20)
+    parts = []
+    for i in range(size >> 20):
+        parts.append(bytes(b ^ (i & 0xFF) for b in block[:64]) + block[64:])
+    return b"".join(parts)
+
+
+@dataclass(frozen=True)
+class Run:
+    seconds: float
+    max_rss_mib: float
+
+
+def run(command: list[str] | str, *, repeat: int = 3, shell: bool = False) -> Run:
+    """Run *command* *repeat* times; the median wall time and the peak RSS of any child."""
+    times, rss = [], 0.0
+    for _ in range(repeat):
+        start = time.perf_counter()
+        proc = subprocess.Popen(command, shell=shell, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        times.append(time.perf_counter() - start)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"benchmark command failed: {command}")
+        rss = max(rss, usage.ru_maxrss / 1024)
+    times.sort()
+    return Run(times[len(times) // 2], rss)
+
+
+def machine() -> str:
+    """One line describing this machine."""
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / (1 << 30)
+    return (
+        f"{os.cpu_count()} cores, {cpu}, {mem:.0f} GiB RAM, Linux {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
