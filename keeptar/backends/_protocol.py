@@ -1,0 +1,132 @@
+"""The narrow interface every storage backend implements.
+
+Records are plain dicts shaped like the Arvados API's (``uuid``,
+``owner_uuid``, ``portable_data_hash``, ``properties``…), so commands never
+need to know which backend produced them.  Filters use the Arvados filter
+language: ``[[attribute, operator, operand], …]`` with ``=``, ``!=``, ``in``,
+``not in``, ``like``, ``ilike``, ``<``, ``<=``, ``>``, ``>=``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = ["Backend", "Filters", "Record", "ServerFacts", "User"]
+
+Record = dict[str, Any]
+Filters = Sequence[Sequence[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerFacts:
+    """What a cluster says about itself.
+
+    Attributes:
+        docker_image_formats: accepted image formats (``"v1"``, ``"v2"``).
+        uuid_prefix: the five-character cluster ID.
+        default_replication: copies of each block the cluster keeps by default.
+    """
+
+    docker_image_formats: tuple[str, ...]
+    uuid_prefix: str
+    default_replication: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """The user a backend acts as; their home project has their own UUID."""
+
+    uuid: str
+    is_admin: bool
+    full_name: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+
+class Backend(Protocol):
+    """Storage keeptar writes images to: the embedded store or an Arvados cluster."""
+
+    #: ``"local"`` or ``"arvados"``.
+    kind: str
+
+    def server_facts(self) -> ServerFacts:
+        """Return cluster facts (accepted image formats, UUID prefix, replication)."""
+        ...
+
+    def current_user(self) -> User:
+        """Return the user this backend acts as."""
+        ...
+
+    def get_project(self, uuid: str) -> Record:
+        """Return the project (group, or user home project) *uuid* with ``can_write``.
+
+        Raises:
+            NotFoundError: no such project is visible.
+        """
+        ...
+
+    def put_block(self, data: bytes | memoryview) -> str:
+        """Store one block of at most 64 MiB; return its (maybe signed) locator."""
+        ...
+
+    def get_block(self, locator: str) -> bytes:
+        """Return the bytes of the block *locator* names, checked against its md5."""
+        ...
+
+    def create_collection(
+        self,
+        *,
+        manifest_text: str,
+        name: str,
+        owner_uuid: str,
+        properties: Mapping[str, Any],
+        ensure_unique_name: bool = False,
+    ) -> Record:
+        """Create a collection; with *ensure_unique_name*, rename on a name clash."""
+        ...
+
+    def get_collection(self, uuid_or_pdh: str) -> Record:
+        """Return a collection by UUID, or the newest readable one with that PDH.
+
+        Raises:
+            NotFoundError: none is visible.
+        """
+        ...
+
+    def list_collections(
+        self, filters: Filters, *, select: Sequence[str] | None = None
+    ) -> Iterator[Record]:
+        """Yield every readable collection matching *filters*, oldest first."""
+        ...
+
+    def update_collection(self, uuid: str, *, properties: Mapping[str, Any]) -> Record:
+        """Replace a collection's properties."""
+        ...
+
+    def delete_collection(self, uuid: str) -> None:
+        """Delete (trash) a collection."""
+        ...
+
+    def create_link(
+        self,
+        *,
+        link_class: str,
+        name: str,
+        head_uuid: str,
+        properties: Mapping[str, Any],
+        owner_uuid: str | None = None,
+        tail_uuid: str | None = None,
+    ) -> Record:
+        """Create a link (owned by the current user unless *owner_uuid* is given)."""
+        ...
+
+    def list_links(
+        self, filters: Filters, *, select: Sequence[str] | None = None
+    ) -> Iterator[Record]:
+        """Yield every readable link matching *filters*, oldest first."""
+        ...
+
+    def delete_link(self, uuid: str) -> None:
+        """Delete a link."""
+        ...

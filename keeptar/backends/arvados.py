@@ -1,0 +1,267 @@
+"""The Arvados backend: a cluster reached through ``arvados-python-client``.
+
+Configuration is the SDK's own: ``ARVADOS_API_HOST``, ``ARVADOS_API_TOKEN``,
+``ARVADOS_API_HOST_INSECURE`` or its settings file.  Blocks go through
+``KeepClient`` (its retries, its put threads for replicas), lists through
+``arvados.util.keyset_list_all``.  The API token never appears in a message:
+every error text passes through :func:`scrub` first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TypeVar
+
+from keeptar.backends._protocol import Filters, Record, ServerFacts, User
+from keeptar.errors import BackendError, ConflictError, KeeptarError, NotFoundError, UsageError
+from keeptar.keep.manifest import is_portable_data_hash
+
+__all__ = ["ArvadosBackend", "scrub"]
+
+T = TypeVar("T")
+_SECRETS: set[str] = set()
+
+
+def scrub(text: str) -> str:
+    """Remove every API token keeptar knows of from *text*."""
+    for secret in _SECRETS:
+        if secret:
+            text = text.replace(secret, "***")
+            if secret.startswith("v2/"):
+                text = text.replace(secret.rsplit("/", 1)[-1], "***")
+    return text
+
+
+def _remember_token(token: str | None) -> None:
+    if token:
+        _SECRETS.add(token)
+
+
+class ArvadosBackend:
+    """Backend for an Arvados cluster.
+
+    Args:
+        api: an ``arvados.api('v1')`` client; made from the SDK's configuration if None.
+        num_retries: retries for API calls and Keep operations.
+    """
+
+    kind = "arvados"
+
+    def __init__(self, api: Any = None, *, num_retries: int = 5) -> None:
+        _remember_token(os.environ.get("ARVADOS_API_TOKEN"))
+        self._retries = num_retries
+        try:
+            import arvados
+            import arvados.config
+            import arvados.util
+
+            _remember_token(arvados.config.settings().get("ARVADOS_API_TOKEN"))
+            self._util = arvados.util
+            self._api = api if api is not None else arvados.api("v1", num_retries=num_retries)
+            _remember_token(getattr(self._api, "api_token", None))
+            self._keep = arvados.KeepClient(api_client=self._api, num_retries=num_retries)
+        except KeeptarError:
+            raise
+        except Exception as exc:
+            host = os.environ.get("ARVADOS_API_HOST", "the configured host")
+            raise BackendError(
+                scrub(f"cannot reach the Arvados API server at {host}: {_reason(exc)}")
+            ) from None
+        self._facts: ServerFacts | None = None
+        self._user: User | None = None
+
+    # ---- plumbing --------------------------------------------------------------------
+
+    def _call(self, what: str, request: Callable[[], T]) -> T:
+        try:
+            return request()
+        except KeeptarError:
+            raise
+        except Exception as exc:
+            raise _translate(what, exc) from None
+
+    def _execute(self, what: str, request: Any) -> Any:
+        return self._call(what, lambda: request.execute(num_retries=self._retries))
+
+    def _list_all(
+        self, method: Any, what: str, filters: Filters, select: Sequence[str] | None
+    ) -> Iterator[Record]:
+        kwargs: dict[str, Any] = {"filters": [list(f) for f in filters]}
+        if select is not None:
+            kwargs["select"] = list(select)
+        pages = self._util.keyset_list_all(method, num_retries=self._retries, **kwargs)
+        while True:
+            try:
+                item = self._call(what, lambda: next(pages, None))
+            except StopIteration:  # pragma: no cover - next() with a default never raises it
+                return
+            if item is None:
+                return
+            yield item if select is None else {k: item[k] for k in select if k in item}
+
+    # ---- facts, users, projects ------------------------------------------------------
+
+    def server_facts(self) -> ServerFacts:
+        if self._facts is None:
+            root = getattr(self._api, "_rootDesc", {}) or {}
+            self._facts = ServerFacts(
+                docker_image_formats=tuple(root.get("dockerImageFormats") or ()),
+                uuid_prefix=str(root.get("uuidPrefix", "")),
+                default_replication=int(root.get("defaultCollectionReplication") or 2),
+            )
+        return self._facts
+
+    def current_user(self) -> User:
+        if self._user is None:
+            record = self._execute("getting the current user", self._api.users().current())
+            self._user = User(
+                uuid=record["uuid"],
+                is_admin=bool(record.get("is_admin")),
+                full_name=record.get("full_name") or "",
+                extra=record,
+            )
+        return self._user
+
+    def get_project(self, uuid: str) -> Record:
+        user = self.current_user()
+        if "-tpzed-" in uuid:
+            record = self._execute(f"looking up user {uuid}", self._api.users().get(uuid=uuid))
+            return {**record, "can_write": uuid == user.uuid or user.is_admin}
+        if "-j7d0g-" not in uuid:
+            raise UsageError(f"{uuid} is not a project or user UUID")
+        record = self._execute(f"looking up project {uuid}", self._api.groups().get(uuid=uuid))
+        if record.get("group_class") not in (None, "project"):
+            raise UsageError(f"{uuid} is a {record.get('group_class')} group, not a project")
+        can_write = record.get("can_write")
+        if can_write is None:
+            can_write = user.is_admin or record.get("owner_uuid") == user.uuid
+        return {**record, "can_write": bool(can_write)}
+
+    # ---- blocks ----------------------------------------------------------------------
+
+    def put_block(self, data: bytes | memoryview) -> str:
+        copies = self.server_facts().default_replication
+        locator: str = self._call(
+            "storing a block in Keep", lambda: self._keep.put(bytes(data), copies=copies)
+        )
+        return locator
+
+    def get_block(self, locator: str) -> bytes:
+        data: bytes = self._call(f"reading block {locator[:34]} from Keep",
+                                 lambda: self._keep.get(locator))
+        return data
+
+    # ---- collections -----------------------------------------------------------------
+
+    def create_collection(
+        self,
+        *,
+        manifest_text: str,
+        name: str,
+        owner_uuid: str,
+        properties: Mapping[str, Any],
+        ensure_unique_name: bool = False,
+    ) -> Record:
+        body = {
+            "manifest_text": manifest_text,
+            "name": name,
+            "owner_uuid": owner_uuid,
+            "properties": dict(properties),
+        }
+        request = self._api.collections().create(body=body, ensure_unique_name=ensure_unique_name)
+        record: Record = self._execute(f"creating collection {name!r}", request)
+        return record
+
+    def get_collection(self, uuid_or_pdh: str) -> Record:
+        if is_portable_data_hash(uuid_or_pdh):
+            for record in self._list_all(
+                self._api.collections().list,
+                f"looking up collection {uuid_or_pdh}",
+                [["portable_data_hash", "=", uuid_or_pdh]],
+                None,
+            ):
+                return record
+            raise NotFoundError(f"collection {uuid_or_pdh} not found")
+        found: Record = self._execute(
+            f"looking up collection {uuid_or_pdh}", self._api.collections().get(uuid=uuid_or_pdh)
+        )
+        return found
+
+    def list_collections(
+        self, filters: Filters, *, select: Sequence[str] | None = None
+    ) -> Iterator[Record]:
+        return self._list_all(self._api.collections().list, "listing collections", filters, select)
+
+    def update_collection(self, uuid: str, *, properties: Mapping[str, Any]) -> Record:
+        request = self._api.collections().update(uuid=uuid, body={"properties": dict(properties)})
+        record: Record = self._execute(f"updating collection {uuid}", request)
+        return record
+
+    def delete_collection(self, uuid: str) -> None:
+        self._execute(f"deleting collection {uuid}", self._api.collections().delete(uuid=uuid))
+
+    # ---- links -----------------------------------------------------------------------
+
+    def create_link(
+        self,
+        *,
+        link_class: str,
+        name: str,
+        head_uuid: str,
+        properties: Mapping[str, Any],
+        owner_uuid: str | None = None,
+        tail_uuid: str | None = None,
+    ) -> Record:
+        body: dict[str, Any] = {
+            "link_class": link_class,
+            "name": name,
+            "head_uuid": head_uuid,
+            "properties": dict(properties),
+        }
+        if owner_uuid is not None:
+            body["owner_uuid"] = owner_uuid
+        if tail_uuid is not None:
+            body["tail_uuid"] = tail_uuid
+        record: Record = self._execute(
+            f"creating {link_class} link", self._api.links().create(body=body)
+        )
+        return record
+
+    def list_links(
+        self, filters: Filters, *, select: Sequence[str] | None = None
+    ) -> Iterator[Record]:
+        return self._list_all(self._api.links().list, "listing links", filters, select)
+
+    def delete_link(self, uuid: str) -> None:
+        self._execute(f"deleting link {uuid}", self._api.links().delete(uuid=uuid))
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
+
+
+def _translate(what: str, exc: BaseException) -> KeeptarError:
+    """Turn an SDK or transport exception into a keeptar error naming *what* failed."""
+    status = getattr(getattr(exc, "resp", None), "status", None)
+    if status is not None:
+        detail = _api_error_detail(exc)
+        message = scrub(f"{what}: the API server answered {status}: {detail}")
+        if int(status) == 404:
+            return NotFoundError(message)
+        if int(status) == 422 and "already" in detail.lower():
+            return ConflictError(message)
+        return BackendError(message)
+    return BackendError(scrub(f"{what}: {_reason(exc)}"))
+
+
+def _api_error_detail(exc: BaseException) -> str:
+    content = getattr(exc, "content", b"")
+    try:
+        doc = json.loads(content)
+        errors = doc.get("errors") or []
+        return " ".join(str(e) for e in errors)[:300] or "(no details)"
+    except (ValueError, AttributeError, TypeError):
+        return _reason(exc)

@@ -1,0 +1,186 @@
+"""Backend-independent block work: writing a stream as Keep blocks, reading byte ranges.
+
+:class:`BlockWriter` cuts a byte stream into 64 MiB blocks and stores them
+through a backend's ``put_block`` on worker threads, so hashing (md5 releases
+the GIL) and uploading use both cores while the caller keeps reading.  At most
+``in_flight`` finished blocks wait for storage, plus the one being filled, so
+memory stays bounded whatever the stream's size.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from types import TracebackType
+
+from keeptar.backends._protocol import Backend
+from keeptar.errors import BackendError, KeeptarError, NotFoundError
+from keeptar.keep.manifest import BLOCK_SIZE, parse_manifest
+
+__all__ = ["BlockWriter", "StoredStream", "read_file_range"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredStream:
+    """What a finished :class:`BlockWriter` stored: locators in order, total size."""
+
+    locators: tuple[str, ...]
+    size: int
+
+
+class BlockWriter:
+    """Store a byte stream as Keep blocks, several blocks at a time.
+
+    Args:
+        put_block: stores one block and returns its locator (a backend's
+            ``put_block``); called from worker threads.
+        block_size: bytes per block (64 MiB in Keep).
+        workers: threads storing blocks.
+        in_flight: finished blocks allowed to wait for storage at once.
+        progress: called with the number of bytes stored so far.
+
+    Use as a context manager; leaving it by an exception abandons pending blocks.
+    """
+
+    def __init__(
+        self,
+        put_block: Callable[[memoryview], str],
+        *,
+        block_size: int = BLOCK_SIZE,
+        workers: int = 2,
+        in_flight: int = 2,
+        progress: Callable[[int], None] | None = None,
+    ) -> None:
+        self._put = put_block
+        self._block_size = block_size
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keeptar-put")
+        self._slots = threading.Semaphore(in_flight)
+        self._futures: list[Future[str]] = []
+        self._buffer = bytearray()
+        self._size = 0
+        self._stored = 0
+        self._lock = threading.Lock()
+        self._progress = progress
+        self._closed = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append *data* to the stream (copied; the caller may reuse it)."""
+        view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+        while len(view):
+            room = self._block_size - len(self._buffer)
+            piece = view[:room]
+            self._buffer += piece
+            self._size += len(piece)
+            view = view[len(piece) :]
+            if len(self._buffer) == self._block_size:
+                self._submit()
+
+    def _submit(self) -> None:
+        self._check_failures()
+        block, self._buffer = self._buffer, bytearray()
+        self._slots.acquire()
+        future = self._pool.submit(self._store, block)
+        self._futures.append(future)
+
+    def _store(self, block: bytearray) -> str:
+        try:
+            locator = self._put(memoryview(block))
+        finally:
+            self._slots.release()
+        with self._lock:
+            self._stored += len(block)
+            stored = self._stored
+        if self._progress is not None:
+            self._progress(stored)
+        return locator
+
+    def _check_failures(self) -> None:
+        for future in self._futures:
+            if future.done() and future.exception() is not None:
+                self._raise(future.exception())
+
+    @staticmethod
+    def _raise(exc: BaseException | None) -> None:
+        if isinstance(exc, KeeptarError):
+            raise exc
+        raise BackendError(f"storing a block failed: {exc}") from exc
+
+    def finish(self) -> StoredStream:
+        """Store the last partial block, wait for every block, and return the locators.
+
+        Raises:
+            BackendError: a block could not be stored.
+        """
+        if self._buffer:
+            self._submit()
+        locators = []
+        for future in self._futures:
+            try:
+                locators.append(future.result())
+            except BaseException as exc:
+                self.abort()
+                self._raise(exc)
+        self._closed = True
+        self._pool.shutdown(wait=True)
+        return StoredStream(tuple(locators), self._size)
+
+    def abort(self) -> None:
+        """Drop pending blocks and stop the workers (blocks already stored stay)."""
+        if self._closed:
+            return
+        self._closed = True
+        for future in self._futures:
+            future.cancel()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._buffer = bytearray()
+
+    @property
+    def size(self) -> int:
+        """Bytes written so far."""
+        return self._size
+
+    def __enter__(self) -> BlockWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def read_file_range(
+    backend: Backend, manifest_text: str, path: str, offset: int, length: int
+) -> bytes:
+    """Return *length* bytes at *offset* of file *path*, fetching only the blocks needed.
+
+    Reads past the end of the file return what there is.
+
+    Raises:
+        NotFoundError: the manifest has no file *path*.
+    """
+    for item in parse_manifest(manifest_text):
+        if item.path == path:
+            break
+    else:
+        raise NotFoundError(f"no file {path!r} in the collection")
+    out = bytearray()
+    position = 0
+    end = offset + length
+    for segment in item.segments:
+        seg_start, seg_end = position, position + segment.length
+        position = seg_end
+        if seg_end <= offset or seg_start >= end:
+            continue
+        block = backend.get_block(segment.locator)
+        lo = segment.offset + max(0, offset - seg_start)
+        hi = segment.offset + min(segment.length, end - seg_start)
+        out += block[lo:hi]
+        if seg_end >= end:
+            break
+    return bytes(out)

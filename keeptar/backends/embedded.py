@@ -1,0 +1,391 @@
+"""The embedded default backend: a local Keep block store plus a SQLite catalog.
+
+Layout of ``KEEPTAR_HOME`` (default ``$XDG_DATA_HOME/keeptar``)::
+
+    keep/<md5[0:3]>/<md5>   blocks, as keepstore's unix volumes store them
+    catalog.sqlite3         collections, links and projects (WAL mode)
+    config.json             optional: {"docker_image_formats": ["v2"]}
+
+Several keeptar processes may use one home at once: blocks are written to a
+temporary name and renamed, and catalog changes are SQLite transactions.
+UUIDs have Arvados's form with the cluster prefix ``local``; the one local
+user is an admin whose home project is their own UUID.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+import string
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from keeptar.backends._protocol import Filters, Record, ServerFacts, User
+from keeptar.errors import BackendError, ConflictError, NotFoundError, UsageError
+from keeptar.keep.manifest import Locator, is_portable_data_hash, portable_data_hash
+
+__all__ = ["LOCAL_PREFIX", "LOCAL_USER_UUID", "EmbeddedBackend", "default_home"]
+
+LOCAL_PREFIX = "local"
+LOCAL_USER_UUID = f"{LOCAL_PREFIX}-tpzed-keeptarlocalusr"
+_ALPHABET = string.ascii_lowercase + string.digits
+_TYPES = {"collections": "4zz18", "links": "o0j2j", "groups": "j7d0g"}
+_COLUMNS = {
+    "collections": (
+        "uuid", "owner_uuid", "name", "portable_data_hash", "manifest_text", "properties",
+        "replication_desired", "created_at", "modified_at",
+    ),
+    "links": (
+        "uuid", "owner_uuid", "link_class", "name", "head_uuid", "tail_uuid", "properties",
+        "created_at", "modified_at",
+    ),
+    "groups": ("uuid", "owner_uuid", "name", "group_class", "created_at", "modified_at"),
+}
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS collections (
+    uuid TEXT PRIMARY KEY, owner_uuid TEXT NOT NULL, name TEXT NOT NULL,
+    portable_data_hash TEXT NOT NULL, manifest_text TEXT NOT NULL,
+    properties TEXT NOT NULL DEFAULT '{}', replication_desired INTEGER,
+    created_at TEXT NOT NULL, modified_at TEXT NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS collections_owner_name ON collections (owner_uuid, name);
+CREATE INDEX IF NOT EXISTS collections_pdh ON collections (portable_data_hash);
+CREATE TABLE IF NOT EXISTS links (
+    uuid TEXT PRIMARY KEY, owner_uuid TEXT NOT NULL, link_class TEXT NOT NULL,
+    name TEXT NOT NULL, head_uuid TEXT NOT NULL, tail_uuid TEXT,
+    properties TEXT NOT NULL DEFAULT '{}', created_at TEXT NOT NULL, modified_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS links_class_name ON links (link_class, name);
+CREATE INDEX IF NOT EXISTS links_head ON links (head_uuid);
+CREATE TABLE IF NOT EXISTS groups (
+    uuid TEXT PRIMARY KEY, owner_uuid TEXT NOT NULL, name TEXT NOT NULL,
+    group_class TEXT NOT NULL, created_at TEXT NOT NULL, modified_at TEXT NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS groups_owner_name ON groups (owner_uuid, name);
+"""
+_SQL_OPS = {"=": "=", "!=": "!=", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+
+
+def default_home() -> Path:
+    """``KEEPTAR_HOME``, else ``$XDG_DATA_HOME/keeptar``, else ``~/.local/share/keeptar``."""
+    if os.environ.get("KEEPTAR_HOME"):
+        return Path(os.environ["KEEPTAR_HOME"])
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local/share")
+    return Path(base) / "keeptar"
+
+
+def _now() -> str:
+    # Arvados writes nanoseconds; Python has microseconds, so pad as the API server does.
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+
+
+def _new_uuid(table: str) -> str:
+    tail = "".join(secrets.choice(_ALPHABET) for _ in range(15))
+    return f"{LOCAL_PREFIX}-{_TYPES[table]}-{tail}"
+
+
+class EmbeddedBackend:
+    """Local backend; see the module docstring.
+
+    Args:
+        home: data directory (default :func:`default_home`).
+    """
+
+    kind = "local"
+
+    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+        self.home = Path(home) if home is not None else default_home()
+        self._keep = self.home / "keep"
+        try:
+            self._keep.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BackendError(f"cannot create the keeptar home {self.home}: {exc.strerror}") from None
+        self._local = threading.local()
+        with self._transaction() as db:
+            db.executescript(_SCHEMA)
+
+    # ---- plumbing --------------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        db: sqlite3.Connection | None = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.home / "catalog.sqlite3", timeout=60, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA busy_timeout=60000")
+            db.execute("PRAGMA case_sensitive_like=ON")
+            self._local.db = db
+        return db
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise BackendError(f"opening the keeptar catalog: {exc}") from None
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        else:
+            db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close this thread's catalog connection."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    # ---- facts, users, projects ------------------------------------------------------
+
+    def server_facts(self) -> ServerFacts:
+        formats: Sequence[str] = ("v2",)
+        config_path = self.home / "config.json"
+        if config_path.exists():
+            try:
+                config = json.loads(config_path.read_text())
+            except ValueError as exc:
+                raise UsageError(f"{config_path}: invalid JSON: {exc}") from None
+            formats = tuple(config.get("docker_image_formats", formats))
+        return ServerFacts(tuple(formats), LOCAL_PREFIX, 1)
+
+    def current_user(self) -> User:
+        return User(uuid=LOCAL_USER_UUID, is_admin=True, full_name="keeptar local user")
+
+    def create_project(self, name: str, owner_uuid: str | None = None) -> Record:
+        """Create a project (a group of class ``project``)."""
+        now = _now()
+        record = {
+            "uuid": _new_uuid("groups"), "owner_uuid": owner_uuid or LOCAL_USER_UUID,
+            "name": name, "group_class": "project", "created_at": now, "modified_at": now,
+        }
+        try:
+            with self._transaction() as db:
+                db.execute(
+                    "INSERT INTO groups VALUES (:uuid, :owner_uuid, :name, :group_class, "
+                    ":created_at, :modified_at)",
+                    record,
+                )
+        except sqlite3.IntegrityError:
+            raise ConflictError(f"a project named {name!r} already exists there") from None
+        return {**record, "can_write": True}
+
+    def get_project(self, uuid: str) -> Record:
+        if uuid == LOCAL_USER_UUID:
+            return {"uuid": uuid, "name": "Home", "group_class": "project", "can_write": True}
+        row = self._db().execute("SELECT * FROM groups WHERE uuid = ?", (uuid,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"project {uuid} not found")
+        return {**dict(row), "can_write": True}
+
+    # ---- blocks ----------------------------------------------------------------------
+
+    def _block_path(self, md5: str) -> Path:
+        return self._keep / md5[:3] / md5
+
+    def put_block(self, data: bytes | memoryview) -> str:
+        size = len(data)
+        if size > 1 << 26:
+            raise BackendError(f"block of {size} bytes is over the 64 MiB Keep limit")
+        md5 = hashlib.md5(data).hexdigest()
+        path = self._block_path(md5)
+        try:
+            if path.exists() and path.stat().st_size == size:
+                return f"{md5}+{size}"
+            path.parent.mkdir(exist_ok=True)
+            tmp = path.with_name(f"{md5}.tmp{os.getpid()}.{threading.get_ident()}")
+            with open(tmp, "wb") as out:
+                out.write(data)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise BackendError(f"writing block {md5} to {self._keep}: {exc.strerror}") from None
+        return f"{md5}+{size}"
+
+    def get_block(self, locator: str) -> bytes:
+        parsed = Locator.parse(locator)
+        try:
+            data = self._block_path(parsed.md5).read_bytes()
+        except FileNotFoundError:
+            raise NotFoundError(f"block {parsed.stripped} is not in the local store") from None
+        except OSError as exc:
+            raise BackendError(f"reading block {parsed.stripped}: {exc.strerror}") from None
+        if len(data) != parsed.size or hashlib.md5(data).hexdigest() != parsed.md5:
+            raise BackendError(f"block {parsed.stripped} in the local store is corrupt")
+        return data
+
+    # ---- collections -----------------------------------------------------------------
+
+    def create_collection(
+        self,
+        *,
+        manifest_text: str,
+        name: str,
+        owner_uuid: str,
+        properties: Mapping[str, Any],
+        ensure_unique_name: bool = False,
+    ) -> Record:
+        now = _now()
+        record: Record = {
+            "uuid": _new_uuid("collections"), "owner_uuid": owner_uuid, "name": name,
+            "portable_data_hash": portable_data_hash(manifest_text),
+            "manifest_text": manifest_text, "properties": dict(properties),
+            "replication_desired": None, "created_at": now, "modified_at": now,
+        }
+        self._check_blocks(manifest_text)
+        for attempt in range(2):
+            try:
+                with self._transaction() as db:
+                    db.execute(
+                        "INSERT INTO collections VALUES (:uuid, :owner_uuid, :name, "
+                        ":portable_data_hash, :manifest_text, :properties, "
+                        ":replication_desired, :created_at, :modified_at)",
+                        {**record, "properties": json.dumps(record["properties"])},
+                    )
+                return record
+            except sqlite3.IntegrityError:
+                if not ensure_unique_name or attempt:
+                    raise ConflictError(
+                        f"a collection named {name!r} already exists in {owner_uuid}"
+                    ) from None
+                # As the API server does: the random part of the UUID goes into the name.
+                record["name"] = f"{name[:237]} ({record['uuid'][-15:]})"
+        raise AssertionError("unreachable")
+
+    def _check_blocks(self, manifest_text: str) -> None:
+        from keeptar.keep.manifest import parse_manifest
+
+        try:
+            files = parse_manifest(manifest_text)
+        except UsageError as exc:
+            raise UsageError(f"invalid manifest: {exc}") from None
+        for item in files:
+            for segment in item.segments:
+                locator = Locator.parse(segment.locator)
+                if locator.size and not self._block_path(locator.md5).exists():
+                    raise NotFoundError(f"block {locator.stripped} is not in the local store")
+
+    def get_collection(self, uuid_or_pdh: str) -> Record:
+        if is_portable_data_hash(uuid_or_pdh):
+            sql = (
+                "SELECT * FROM collections WHERE portable_data_hash = ? "
+                "ORDER BY created_at DESC LIMIT 1"
+            )
+        else:
+            sql = "SELECT * FROM collections WHERE uuid = ?"
+        row = self._db().execute(sql, (uuid_or_pdh,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"collection {uuid_or_pdh} not found")
+        return self._record(row)
+
+    def list_collections(
+        self, filters: Filters, *, select: Sequence[str] | None = None
+    ) -> Iterator[Record]:
+        yield from self._list("collections", filters, select)
+
+    def update_collection(self, uuid: str, *, properties: Mapping[str, Any]) -> Record:
+        with self._transaction() as db:
+            changed = db.execute(
+                "UPDATE collections SET properties = ?, modified_at = ? WHERE uuid = ?",
+                (json.dumps(dict(properties)), _now(), uuid),
+            ).rowcount
+        if not changed:
+            raise NotFoundError(f"collection {uuid} not found")
+        return self.get_collection(uuid)
+
+    def delete_collection(self, uuid: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM collections WHERE uuid = ?", (uuid,))
+
+    # ---- links -----------------------------------------------------------------------
+
+    def create_link(
+        self,
+        *,
+        link_class: str,
+        name: str,
+        head_uuid: str,
+        properties: Mapping[str, Any],
+        owner_uuid: str | None = None,
+        tail_uuid: str | None = None,
+    ) -> Record:
+        now = _now()
+        record: Record = {
+            "uuid": _new_uuid("links"), "owner_uuid": owner_uuid or LOCAL_USER_UUID,
+            "link_class": link_class, "name": name, "head_uuid": head_uuid,
+            "tail_uuid": tail_uuid, "properties": dict(properties),
+            "created_at": now, "modified_at": now,
+        }
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO links VALUES (:uuid, :owner_uuid, :link_class, :name, :head_uuid, "
+                ":tail_uuid, :properties, :created_at, :modified_at)",
+                {**record, "properties": json.dumps(record["properties"])},
+            )
+        return record
+
+    def list_links(
+        self, filters: Filters, *, select: Sequence[str] | None = None
+    ) -> Iterator[Record]:
+        yield from self._list("links", filters, select)
+
+    def delete_link(self, uuid: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM links WHERE uuid = ?", (uuid,))
+
+    # ---- queries ---------------------------------------------------------------------
+
+    @staticmethod
+    def _record(row: sqlite3.Row) -> Record:
+        record = dict(row)
+        if "properties" in record:
+            record["properties"] = json.loads(record["properties"])
+        return record
+
+    def _list(self, table: str, filters: Filters, select: Sequence[str] | None) -> Iterator[Record]:
+        where, params = _where(table, filters)
+        sql = f"SELECT * FROM {table}{where} ORDER BY created_at ASC, uuid ASC"
+        for row in self._db().execute(sql, params).fetchall():
+            record = self._record(row)
+            yield record if select is None else {k: record[k] for k in select if k in record}
+
+
+def _where(table: str, filters: Filters) -> tuple[str, list[Any]]:
+    """Translate Arvados filters to a SQL WHERE clause for *table*."""
+    clauses: list[str] = []
+    params: list[Any] = []
+    for item in filters:
+        if len(item) != 3:
+            raise UsageError(f"bad filter {list(item)!r}: expected [attribute, operator, operand]")
+        attribute, operator, operand = item
+        if attribute in _COLUMNS[table]:
+            column = attribute
+        elif isinstance(attribute, str) and attribute.startswith("properties."):
+            column = "json_extract(properties, ?)"
+            params.append("$." + json.dumps(attribute[len("properties.") :]))
+        else:
+            raise UsageError(f"cannot filter {table} on {attribute!r}")
+        op = str(operator).lower()
+        if op in _SQL_OPS:
+            clauses.append(f"{column} {_SQL_OPS[op]} ?")
+            params.append(operand)
+        elif op in ("in", "not in"):
+            values = list(operand)
+            marks = ", ".join("?" * len(values)) or "NULL"
+            clauses.append(f"{column} {op.upper()} ({marks})")
+            params.extend(values)
+        elif op == "like":
+            clauses.append(f"{column} LIKE ? ESCAPE '\\'")
+            params.append(operand)
+        elif op == "ilike":
+            clauses.append(f"lower({column}) LIKE lower(?) ESCAPE '\\'")
+            params.append(operand)
+        else:
+            raise UsageError(f"unsupported filter operator {operator!r}")
+    return (" WHERE " + " AND ".join(clauses)) if clauses else "", params
