@@ -14,6 +14,7 @@ code   error                       meaning
 5      BackendError                the storage backend (Keep, API) failed
 6      NotFoundError               a collection, project or image does not exist
 7      ConflictError               the request conflicts with what is stored
+70     (any other exception)       a bug in keeptar (``KEEPTAR_DEBUG=1`` shows it)
 130    (KeyboardInterrupt)         interrupted by Ctrl-C
 =====  ==========================  ==============================================
 """

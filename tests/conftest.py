@@ -46,3 +46,39 @@ def run_keeptar(
 @pytest.fixture(scope="session")
 def truth() -> dict[str, Any]:
     return load_truth()
+
+
+@pytest.fixture(scope="session")
+def emulator():  # type: ignore[no-untyped-def]
+    """One emulated Arvados cluster for the whole session."""
+    from arvados_emulator import Emulator
+
+    with Emulator() as emu:
+        yield emu
+
+
+@pytest.fixture
+def local_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh embedded store, selected through KEEPTAR_HOME; no cluster configured."""
+    home = tmp_path / "keeptar-home"
+    monkeypatch.setenv("KEEPTAR_HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    for key in ("ARVADOS_API_HOST", "ARVADOS_API_TOKEN", "KEEPTAR_BACKEND"):
+        monkeypatch.delenv(key, raising=False)
+    return home
+
+
+@pytest.fixture(params=["local", "arvados"])
+def backend(request: pytest.FixtureRequest, local_home: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """Each backend in turn: the embedded store, and Arvados over the emulator (as Alice)."""
+    if request.param == "local":
+        from keeptar.backends.embedded import EmbeddedBackend
+
+        yield EmbeddedBackend(local_home)
+        return
+    emu = request.getfixturevalue("emulator")
+    for key, value in emu.env(emu.alice).items():
+        monkeypatch.setenv(key, value)
+    from keeptar.backends.arvados import ArvadosBackend
+
+    yield ArvadosBackend()

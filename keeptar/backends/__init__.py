@@ -51,8 +51,10 @@ def _cluster_configured() -> bool:
     return bool(settings.get("ARVADOS_API_HOST") and settings.get("ARVADOS_API_TOKEN"))
 
 
-def open_backend(kind: str | None = None) -> Backend:
+def open_backend(kind: str | None = None, *, quiet: bool = False) -> Backend:
     """Return the backend to use (see the module docstring).
+
+    *quiet* silences the Arvados SDK's logging, for callers that report errors themselves.
 
     Raises:
         UsageError: *kind* or ``KEEPTAR_BACKEND`` names no backend, or Arvados
@@ -72,7 +74,7 @@ def open_backend(kind: str | None = None) -> Backend:
             )
         from keeptar.backends.arvados import ArvadosBackend
 
-        return ArvadosBackend()
+        return ArvadosBackend(quiet=quiet)
     from keeptar.backends.embedded import EmbeddedBackend
 
     return EmbeddedBackend()

@@ -10,6 +10,7 @@ every error text passes through :func:`scrub` first.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -44,28 +45,48 @@ class ArvadosBackend:
 
     Args:
         api: an ``arvados.api('v1')`` client; made from the SDK's configuration if None.
-        num_retries: retries for API calls and Keep operations.
+        num_retries: retries for API calls and Keep operations (default
+            ``KEEPTAR_RETRIES``, else 5).
+        quiet: silence the SDK's own logging (the CLI reports errors itself).
     """
 
     kind = "arvados"
 
-    def __init__(self, api: Any = None, *, num_retries: int = 5) -> None:
-        _remember_token(os.environ.get("ARVADOS_API_TOKEN"))
+    def __init__(
+        self, api: Any = None, *, num_retries: int | None = None, quiet: bool = False
+    ) -> None:
+        from keeptar.backends import arvados_settings
+
+        settings = arvados_settings()
+        _remember_token(settings.get("ARVADOS_API_TOKEN"))
+        if num_retries is None:
+            num_retries = int(os.environ.get("KEEPTAR_RETRIES", "5"))
         self._retries = num_retries
+        host = settings.get("ARVADOS_API_HOST", "")
         try:
             import arvados
-            import arvados.config
             import arvados.util
 
-            _remember_token(arvados.config.settings().get("ARVADOS_API_TOKEN"))
+            if quiet:
+                _silence_sdk_logging()
             self._util = arvados.util
-            self._api = api if api is not None else arvados.api("v1", num_retries=num_retries)
+            if api is None:
+                # Explicit settings: the SDK's own settings() caches the environment
+                # once per process, which would ignore later changes.
+                insecure = settings.get("ARVADOS_API_HOST_INSECURE", "").lower()
+                api = arvados.api(
+                    "v1",
+                    host=host,
+                    token=settings.get("ARVADOS_API_TOKEN"),
+                    insecure=insecure in ("1", "true", "yes", "on"),
+                    num_retries=num_retries,
+                )
+            self._api = api
             _remember_token(getattr(self._api, "api_token", None))
             self._keep = arvados.KeepClient(api_client=self._api, num_retries=num_retries)
         except KeeptarError:
             raise
         except Exception as exc:
-            host = os.environ.get("ARVADOS_API_HOST", "the configured host")
             raise BackendError(
                 scrub(f"cannot reach the Arvados API server at {host}: {_reason(exc)}")
             ) from None
@@ -149,8 +170,9 @@ class ArvadosBackend:
         return locator
 
     def get_block(self, locator: str) -> bytes:
-        data: bytes = self._call(f"reading block {locator[:34]} from Keep",
-                                 lambda: self._keep.get(locator))
+        data: bytes = self._call(
+            f"reading block {locator[:34]} from Keep", lambda: self._keep.get(locator)
+        )
         return data
 
     # ---- collections -----------------------------------------------------------------
@@ -236,6 +258,23 @@ class ArvadosBackend:
 
     def delete_link(self, uuid: str) -> None:
         self._execute(f"deleting link {uuid}", self._api.links().delete(uuid=uuid))
+
+
+class _Discard(logging.Handler):
+    """A real (non-Null) handler, so the SDK does not install its own; drops everything."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        pass
+
+
+def _silence_sdk_logging() -> None:
+    """Keep the SDK's retry chatter off stderr (the CLI reports failures in one line)."""
+    for name in ("arvados", "googleapiclient", "googleapiclient.http", "urllib3"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.CRITICAL + 1)
+        logger.propagate = False
+        if not any(isinstance(h, _Discard) for h in logger.handlers):
+            logger.addHandler(_Discard())
 
 
 def _reason(exc: BaseException) -> str:

@@ -39,12 +39,26 @@ _ALPHABET = string.ascii_lowercase + string.digits
 _TYPES = {"collections": "4zz18", "links": "o0j2j", "groups": "j7d0g"}
 _COLUMNS = {
     "collections": (
-        "uuid", "owner_uuid", "name", "portable_data_hash", "manifest_text", "properties",
-        "replication_desired", "created_at", "modified_at",
+        "uuid",
+        "owner_uuid",
+        "name",
+        "portable_data_hash",
+        "manifest_text",
+        "properties",
+        "replication_desired",
+        "created_at",
+        "modified_at",
     ),
     "links": (
-        "uuid", "owner_uuid", "link_class", "name", "head_uuid", "tail_uuid", "properties",
-        "created_at", "modified_at",
+        "uuid",
+        "owner_uuid",
+        "link_class",
+        "name",
+        "head_uuid",
+        "tail_uuid",
+        "properties",
+        "created_at",
+        "modified_at",
     ),
     "groups": ("uuid", "owner_uuid", "name", "group_class", "created_at", "modified_at"),
 }
@@ -103,10 +117,14 @@ class EmbeddedBackend:
         try:
             self._keep.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise BackendError(f"cannot create the keeptar home {self.home}: {exc.strerror}") from None
+            raise BackendError(
+                f"cannot create the keeptar home {self.home}: {exc.strerror}"
+            ) from None
         self._local = threading.local()
-        with self._transaction() as db:
-            db.executescript(_SCHEMA)
+        try:
+            self._db().executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise BackendError(f"opening the keeptar catalog in {self.home}: {exc}") from None
 
     # ---- plumbing --------------------------------------------------------------------
 
@@ -130,8 +148,10 @@ class EmbeddedBackend:
             raise BackendError(f"opening the keeptar catalog: {exc}") from None
         try:
             yield db
-        except BaseException:
+        except BaseException as exc:
             db.execute("ROLLBACK")
+            if isinstance(exc, sqlite3.Error) and not isinstance(exc, sqlite3.IntegrityError):
+                raise BackendError(f"updating the keeptar catalog: {exc}") from None
             raise
         else:
             db.execute("COMMIT")
@@ -163,8 +183,12 @@ class EmbeddedBackend:
         """Create a project (a group of class ``project``)."""
         now = _now()
         record = {
-            "uuid": _new_uuid("groups"), "owner_uuid": owner_uuid or LOCAL_USER_UUID,
-            "name": name, "group_class": "project", "created_at": now, "modified_at": now,
+            "uuid": _new_uuid("groups"),
+            "owner_uuid": owner_uuid or LOCAL_USER_UUID,
+            "name": name,
+            "group_class": "project",
+            "created_at": now,
+            "modified_at": now,
         }
         try:
             with self._transaction() as db:
@@ -233,10 +257,15 @@ class EmbeddedBackend:
     ) -> Record:
         now = _now()
         record: Record = {
-            "uuid": _new_uuid("collections"), "owner_uuid": owner_uuid, "name": name,
+            "uuid": _new_uuid("collections"),
+            "owner_uuid": owner_uuid,
+            "name": name,
             "portable_data_hash": portable_data_hash(manifest_text),
-            "manifest_text": manifest_text, "properties": dict(properties),
-            "replication_desired": None, "created_at": now, "modified_at": now,
+            "manifest_text": manifest_text,
+            "properties": dict(properties),
+            "replication_desired": None,
+            "created_at": now,
+            "modified_at": now,
         }
         self._check_blocks(manifest_text)
         for attempt in range(2):
@@ -317,10 +346,15 @@ class EmbeddedBackend:
     ) -> Record:
         now = _now()
         record: Record = {
-            "uuid": _new_uuid("links"), "owner_uuid": owner_uuid or LOCAL_USER_UUID,
-            "link_class": link_class, "name": name, "head_uuid": head_uuid,
-            "tail_uuid": tail_uuid, "properties": dict(properties),
-            "created_at": now, "modified_at": now,
+            "uuid": _new_uuid("links"),
+            "owner_uuid": owner_uuid or LOCAL_USER_UUID,
+            "link_class": link_class,
+            "name": name,
+            "head_uuid": head_uuid,
+            "tail_uuid": tail_uuid,
+            "properties": dict(properties),
+            "created_at": now,
+            "modified_at": now,
         }
         with self._transaction() as db:
             db.execute(

@@ -7,13 +7,30 @@ import json
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from keeptar.errors import KeeptarError
 
-__all__ = ["app", "emit_json", "main", "progress_reporter", "reporting_errors"]
+__all__ = [
+    "BackendOption",
+    "app",
+    "emit_json",
+    "main",
+    "progress_reporter",
+    "reporting_errors",
+]
+
+BackendOption = Annotated[
+    str | None,
+    typer.Option(
+        "--backend",
+        envvar="KEEPTAR_BACKEND",
+        help="local (the embedded store) or arvados [default: arvados if a cluster is "
+        "configured, else local].",
+    ),
+]
 
 app = typer.Typer(
     name="keeptar",
@@ -21,7 +38,8 @@ app = typer.Typer(
         "Put Docker image archives into Arvados Keep, and manage them there, "
         "without a Docker daemon.\n\n"
         "Exit codes: 0 success, 1 other error, 2 usage, 3 bad archive, "
-        "4 digest mismatch, 5 backend failure, 6 not found, 7 conflict, 130 interrupted."
+        "4 digest mismatch, 5 backend failure, 6 not found, 7 conflict, 70 internal error, "
+        "130 interrupted."
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -116,6 +134,10 @@ def progress_reporter(
         yield lambda done: bar.update(task, completed=done)
 
 
+#: Exit status for a bug in keeptar itself (sysexits.h EX_SOFTWARE).
+INTERNAL_ERROR = 70
+
+
 def main() -> None:
     """Console-script entry point."""
     try:
@@ -123,3 +145,13 @@ def main() -> None:
     except KeyboardInterrupt:  # raised outside a command, e.g. during import
         sys.stderr.write("keeptar: error: interrupted\n")
         raise SystemExit(130) from None
+    except Exception as exc:
+        if os.environ.get("KEEPTAR_DEBUG"):
+            raise
+        from keeptar.backends.arvados import scrub
+
+        detail = scrub(" ".join(f"{type(exc).__name__}: {exc}".split()))[:500]
+        sys.stderr.write(
+            f"keeptar: internal error: {detail} (set KEEPTAR_DEBUG=1 for a traceback)\n"
+        )
+        raise SystemExit(INTERNAL_ERROR) from None

@@ -1,0 +1,914 @@
+"""An Arvados API server and keepstore emulator on 127.0.0.1, for tests and benchmarks.
+
+Not a product feature.  It serves the real discovery document (from the
+``arvados-python-client`` sdist, see ``fixtures/arvados-v1-discovery.ORIGIN.md``)
+over HTTPS with a throwaway self-signed certificate, the REST calls that keeptar,
+``arv-put``, ``arv-get``, ``arv-keepdocker`` and ``KeepClient`` make, and a
+keepstore over plain HTTP.  Its semantics follow the server code
+(``services/api`` in arvados/arvados):
+
+- permission signatures ``+A<hmac-sha1(key, md5@token@expiry@ttl)>@<expiry>``;
+  non-admin manifests need a valid one on every non-empty locator (403),
+  manifests are stored without hints and signed again for each reader;
+- a user reads what they own (directly or through projects they own), what a
+  ``permission`` link shares with them, and admins read everything;
+- ``ensure_unique_name`` appends `` (<last 15 of uuid>)`` to a clashing name;
+- ``GET collections/<pdh>`` returns ``{uuid: pdh, portable_data_hash, manifest_text}``;
+- lists take ``filters`` (``= != < <= > >= in, not in, like, ilike, exists``),
+  ``select``, ``order``, ``limit`` (default 100, max 1000), ``offset``, ``count``.
+
+Faults can be injected per endpoint: :meth:`Emulator.inject`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import ssl
+import string
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+DISCOVERY = Path(__file__).resolve().parent / "fixtures" / "arvados-v1-discovery.json"
+_ALPHABET = string.ascii_lowercase + string.digits
+_LOCATOR = re.compile(r"^([0-9a-f]{32})\+([0-9]+)((\+[A-Z][A-Za-z0-9@_-]*)*)$")
+_TYPE_OF = {"tpzed": "users", "j7d0g": "groups", "4zz18": "collections", "o0j2j": "links"}
+_INFIX = {v: k for k, v in _TYPE_OF.items()}
+MAX_BLOCK = 1 << 26
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass
+class Fault:
+    """A fault for requests whose method and path match."""
+
+    method: str
+    path: str
+    status: int | None = None
+    times: int = 1
+    delay: float = 0.0
+    drop: bool = False
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method in ("*", method)) and path.startswith(self.path)
+
+
+@dataclass
+class UserAccount:
+    uuid: str
+    token: str
+    full_name: str
+    is_admin: bool = False
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f000Z")
+
+
+def _self_signed_cert(folder: Path) -> tuple[Path, Path]:
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@dataclass
+class Emulator:
+    """One emulated cluster.  Use as a context manager, or call start()/stop().
+
+    Attributes:
+        uuid_prefix: the cluster ID.
+        docker_image_formats: served as ``dockerImageFormats``.
+        blob_signature_ttl: seconds a permission signature lasts.
+        default_replication: served as ``defaultCollectionReplication``.
+    """
+
+    uuid_prefix: str = "zzzzz"
+    docker_image_formats: list[str] = field(default_factory=lambda: ["v2"])
+    blob_signature_ttl: int = 1209600
+    default_replication: int = 2
+    blob_signing_key: str = field(default_factory=lambda: secrets.token_hex(32))
+
+    def __post_init__(self) -> None:
+        p = self.uuid_prefix
+        self.system_user = f"{p}-tpzed-000000000000000"
+        self.admin = UserAccount(
+            f"{p}-tpzed-admin0000000000", "admintoken" + secrets.token_hex(16), "Admin User", True
+        )
+        self.alice = UserAccount(
+            f"{p}-tpzed-alice0000000000", "alicetoken" + secrets.token_hex(16), "Alice Example"
+        )
+        self.bob = UserAccount(
+            f"{p}-tpzed-bob000000000000", "bobtoken" + secrets.token_hex(16), "Bob Example"
+        )
+        self.accounts = {u.token: u for u in (self.admin, self.alice, self.bob)}
+        self.lock = threading.RLock()
+        self.tables: dict[str, dict[str, dict[str, Any]]] = {
+            "users": {},
+            "groups": {},
+            "collections": {},
+            "links": {},
+        }
+        for account in (self.admin, self.alice, self.bob):
+            self.tables["users"][account.uuid] = {
+                "uuid": account.uuid,
+                "owner_uuid": self.system_user,
+                "full_name": account.full_name,
+                "first_name": account.full_name.split()[0],
+                "last_name": account.full_name.split()[-1],
+                "is_admin": account.is_admin,
+                "is_active": True,
+                "username": account.full_name.split()[0].lower(),
+                "email": account.full_name.split()[0].lower() + "@example.com",
+                "created_at": _now(),
+                "modified_at": _now(),
+                "kind": "arvados#user",
+            }
+        self.admin_project = self._add_group(
+            f"{p}-j7d0g-adminproject000", self.admin.uuid, "Admin project"
+        )
+        self.alice_project = self._add_group(
+            f"{p}-j7d0g-aliceproject000", self.alice.uuid, "Alice project"
+        )
+        self.bob_project = self._add_group(
+            f"{p}-j7d0g-bobproject00000", self.bob.uuid, "Bob project"
+        )
+        self.faults: list[Fault] = []
+        self.requests: list[tuple[str, str]] = []
+        self._tmp = Path(tempfile.mkdtemp(prefix="arv-emulator-"))
+        self.block_dir = self._tmp / "keep"
+        self.block_dir.mkdir()
+        self._servers: list[ThreadingHTTPServer] = []
+
+    # ---- life cycle ------------------------------------------------------------------
+
+    def start(self) -> Emulator:
+        cert, key = _self_signed_cert(self._tmp)
+        self._api_server = _Server(("127.0.0.1", 0), _ApiHandler, self)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert, key)
+        self._api_server.socket = context.wrap_socket(self._api_server.socket, server_side=True)
+        self._keep_server = _Server(("127.0.0.1", 0), _KeepHandler, self)
+        for server in (self._api_server, self._keep_server):
+            self._servers.append(server)
+            threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.api_port = self._api_server.server_address[1]
+        self.keep_port = self._keep_server.server_address[1]
+        return self
+
+    def stop(self) -> None:
+        for server in self._servers:
+            server.shutdown()
+            server.server_close()
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def api_host(self) -> str:
+        return f"127.0.0.1:{self.api_port}"
+
+    def env(self, account: UserAccount | None = None) -> dict[str, str]:
+        """Environment variables that point the SDK at this cluster as *account* (admin)."""
+        account = account or self.admin
+        return {
+            "ARVADOS_API_HOST": self.api_host,
+            "ARVADOS_API_TOKEN": account.token,
+            "ARVADOS_API_HOST_INSECURE": "1",
+        }
+
+    @contextlib.contextmanager
+    def environment(self, account: UserAccount | None = None) -> Iterator[None]:
+        """Temporarily set :meth:`env` in ``os.environ``."""
+        saved = {k: os.environ.get(k) for k in self.env(account)}
+        os.environ.update(self.env(account))
+        try:
+            yield
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+    def api(self, account: UserAccount | None = None, **kwargs: Any) -> Any:
+        """An ``arvados.api('v1')`` client for *account* (admin by default)."""
+        import arvados
+
+        account = account or self.admin
+        return arvados.api(
+            "v1", host=self.api_host, token=account.token, insecure=True, cache=False, **kwargs
+        )
+
+    def inject(
+        self,
+        method: str,
+        path: str,
+        *,
+        status: int | None = None,
+        times: int = 1,
+        delay: float = 0.0,
+        drop: bool = False,
+    ) -> Fault:
+        """Make the next *times* requests matching *method* and *path* prefix misbehave.
+
+        Paths are ``/arvados/v1/<resource>…`` for the API and ``/keep/`` for every
+        keepstore request.  *status* answers with that HTTP error, *drop* closes
+        the connection without an answer, *delay* sleeps first.
+        """
+        fault = Fault(method.upper(), path, status, times, delay, drop)
+        with self.lock:
+            self.faults.append(fault)
+        return fault
+
+    def take_fault(self, method: str, path: str) -> Fault | None:
+        with self.lock:
+            for fault in self.faults:
+                if fault.times > 0 and fault.matches(method, path):
+                    fault.times -= 1
+                    return fault
+        return None
+
+    # ---- model -----------------------------------------------------------------------
+
+    def new_uuid(self, table: str) -> str:
+        return f"{self.uuid_prefix}-{_INFIX[table]}-" + "".join(
+            secrets.choice(_ALPHABET) for _ in range(15)
+        )
+
+    def _add_group(self, uuid: str, owner: str, name: str) -> dict[str, Any]:
+        record = {
+            "uuid": uuid,
+            "owner_uuid": owner,
+            "name": name,
+            "group_class": "project",
+            "description": None,
+            "properties": {},
+            "created_at": _now(),
+            "modified_at": _now(),
+            "kind": "arvados#group",
+            "is_trashed": False,
+        }
+        self.tables["groups"][uuid] = record
+        return record
+
+    def share(self, head_uuid: str, with_user: UserAccount, level: str = "can_read") -> None:
+        """Share *head_uuid* with *with_user* through a permission link."""
+        uuid = self.new_uuid("links")
+        self.tables["links"][uuid] = {
+            "uuid": uuid,
+            "owner_uuid": self.system_user,
+            "link_class": "permission",
+            "name": level,
+            "tail_uuid": with_user.uuid,
+            "head_uuid": head_uuid,
+            "properties": {},
+            "created_at": _now(),
+            "modified_at": _now(),
+            "kind": "arvados#link",
+        }
+
+    def _owner_chain(self, uuid: str) -> Iterator[str]:
+        seen = set()
+        current: str | None = uuid
+        while current and current not in seen:
+            seen.add(current)
+            yield current
+            table = _TYPE_OF.get(current.split("-")[1]) if current.count("-") == 2 else None
+            record = self.tables.get(table or "", {}).get(current)
+            current = record.get("owner_uuid") if record and table != "users" else None
+
+    def permission(self, user: UserAccount, uuid: str) -> int:
+        """0 none, 1 read, 2 write, 3 manage."""
+        if user.is_admin:
+            return 3
+        best = 0
+        levels = {"can_read": 1, "can_write": 2, "can_manage": 3}
+        shared = {
+            link["head_uuid"]: levels.get(link["name"], 0)
+            for link in self.tables["links"].values()
+            if link["link_class"] == "permission" and link["tail_uuid"] == user.uuid
+        }
+        for ancestor in self._owner_chain(uuid):
+            if ancestor == user.uuid:
+                return 3
+            best = max(best, shared.get(ancestor, 0))
+        return best
+
+    def readable(self, user: UserAccount, table: str, record: dict[str, Any]) -> bool:
+        if user.is_admin:
+            return True
+        if table == "links":
+            if record["link_class"] == "permission" and record["tail_uuid"] == user.uuid:
+                return True
+            return self.permission(user, record["owner_uuid"]) >= 1
+        if table == "users":
+            return True
+        return self.permission(user, record["uuid"]) >= 1
+
+    # ---- signatures ------------------------------------------------------------------
+
+    def sign(self, md5: str, token: str, expiry: int | None = None) -> str:
+        expiry = expiry if expiry is not None else int(time.time()) + self.blob_signature_ttl
+        hex_expiry = format(expiry, "x")
+        data = "@".join([md5, token, hex_expiry, format(self.blob_signature_ttl, "x")])
+        signature = hmac.new(
+            self.blob_signing_key.encode(), data.encode(), hashlib.sha1
+        ).hexdigest()
+        return f"+A{signature}@{hex_expiry}"
+
+    def signature_valid(self, locator: str, token: str) -> bool:
+        match = _LOCATOR.match(locator)
+        if not match:
+            return False
+        hints = [h for h in match.group(3).split("+") if h.startswith("A")]
+        if not hints or "@" not in hints[0]:
+            return False
+        given, _, expiry = hints[0][1:].partition("@")
+        if not re.fullmatch(r"[0-9a-f]+", expiry) or int(expiry, 16) < time.time():
+            return False
+        data = "@".join([match.group(1), token, expiry, format(self.blob_signature_ttl, "x")])
+        expected = hmac.new(self.blob_signing_key.encode(), data.encode(), hashlib.sha1).hexdigest()
+        return hmac.compare_digest(expected, given)
+
+    def signed_manifest(self, manifest: str, token: str) -> str:
+        expiry = int(time.time()) + self.blob_signature_ttl
+        out = []
+        for line in manifest.splitlines():
+            words = line.split(" ")
+            for i, word in enumerate(words[1:], 1):
+                match = _LOCATOR.match(word)
+                if match:
+                    words[i] = f"{match.group(1)}+{match.group(2)}" + self.sign(
+                        match.group(1), token, expiry
+                    )
+            out.append(" ".join(words))
+        return "".join(line + "\n" for line in out)
+
+
+def strip_manifest(manifest: str) -> str:
+    """The manifest as the server stores it: locator hints removed, lines normalised."""
+    lines = []
+    for line in manifest.splitlines():
+        words = line.strip().split()
+        if not words:
+            continue
+        words = [words[0]] + [
+            f"{m.group(1)}+{m.group(2)}" if (m := _LOCATOR.match(w)) else w for w in words[1:]
+        ]
+        lines.append(" ".join(words))
+    return "".join(line + "\n" for line in lines)
+
+
+def pdh_of(manifest: str) -> str:
+    stripped = strip_manifest(manifest).encode()
+    return f"{hashlib.md5(stripped).hexdigest()}+{len(stripped)}"
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], handler: type, emulator: Emulator) -> None:
+        super().__init__(address, handler)
+        self.emulator = emulator
+
+    def handle_error(self, request: Any, client_address: Any) -> None:  # quiet broken pipes
+        pass
+
+
+class _Base(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    @property
+    def emu(self) -> Emulator:
+        return self.server.emulator
+
+    def token(self) -> str | None:
+        header = self.headers.get("Authorization", "")
+        for scheme in ("Bearer ", "OAuth2 "):
+            if header.startswith(scheme):
+                return header[len(scheme) :].strip()
+        query = parse_qs(urlsplit(self.path).query)
+        return query.get("api_token", [None])[0]
+
+    def body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    def send(
+        self,
+        status: int,
+        payload: bytes,
+        content_type: str = "application/json",
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(payload)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def send_json(self, status: int, doc: Any) -> None:
+        self.send(status, json.dumps(doc).encode())
+
+    def fault(self, path: str) -> bool:
+        """Apply an injected fault; True if the request is finished."""
+        self.emu.requests.append((self.command, path))
+        fault = self.emu.take_fault(self.command, path)
+        if fault is None:
+            return False
+        if fault.delay:
+            time.sleep(fault.delay)
+        if fault.drop:
+            self.body()
+            self.close_connection = True
+            with contextlib.suppress(OSError):
+                self.connection.shutdown(socket.SHUT_RDWR)
+            return True
+        if fault.status is not None:
+            self.body()
+            self.send_json(fault.status, {"errors": [f"injected fault {fault.status}"]})
+            return True
+        return False
+
+
+class _KeepHandler(_Base):
+    def do_PUT(self) -> None:
+        if self.fault("/keep/"):
+            return
+        data = self.body()
+        md5 = urlsplit(self.path).path.strip("/")
+        account = self.emu.accounts.get(self.token() or "")
+        if account is None:
+            return self.send(401, b"Unauthorized\n", "text/plain")
+        if len(data) > MAX_BLOCK:
+            return self.send(413, b"Block too large\n", "text/plain")
+        if hashlib.md5(data).hexdigest() != md5:
+            return self.send(422, b"Hash mismatch\n", "text/plain")
+        path = self.emu.block_dir / md5
+        if not path.exists():
+            tmp = path.with_suffix(f".{threading.get_ident()}")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        locator = f"{md5}+{len(data)}" + self.emu.sign(md5, account.token)
+        replicas = self.headers.get("X-Keep-Desired-Replicas", "1")
+        self.send(
+            200,
+            (locator + "\n").encode(),
+            "text/plain",
+            {
+                "X-Keep-Replicas-Stored": replicas,
+                "X-Keep-Storage-Classes-Confirmed": f"default={replicas}",
+            },
+        )
+
+    def do_GET(self) -> None:
+        if self.fault("/keep/"):
+            return
+        locator = unquote(urlsplit(self.path).path.strip("/"))
+        match = _LOCATOR.match(locator)
+        if not match:
+            return self.send(400, b"Bad locator\n", "text/plain")
+        token = self.token() or ""
+        if token not in self.emu.accounts or not self.emu.signature_valid(locator, token):
+            return self.send(403, b"Forbidden\n", "text/plain")
+        path = self.emu.block_dir / match.group(1)
+        if not path.exists():
+            return self.send(404, b"Not Found\n", "text/plain")
+        self.send(200, path.read_bytes(), "application/octet-stream")
+
+    do_HEAD = do_GET
+
+
+class _ApiHandler(_Base):
+    def do_GET(self) -> None:
+        self.dispatch()
+
+    def do_POST(self) -> None:
+        self.dispatch()
+
+    def do_PUT(self) -> None:
+        self.dispatch()
+
+    def do_PATCH(self) -> None:
+        self.dispatch()
+
+    def do_DELETE(self) -> None:
+        self.dispatch()
+
+    def dispatch(self) -> None:
+        url = urlsplit(self.path)
+        if self.fault(url.path):
+            return
+        try:
+            if url.path == "/discovery/v1/apis/arvados/v1/rest":
+                return self.send_json(200, self.discovery())
+            if not url.path.startswith("/arvados/v1/"):
+                raise ApiError(404, f"no route for {url.path}")
+            account = self.emu.accounts.get(self.token() or "")
+            if account is None:
+                raise ApiError(401, "Not logged in")
+            params = {k: v[-1] for k, v in parse_qs(url.query).items()}
+            raw = self.body()
+            body = json.loads(raw) if raw else {}
+            parts = [unquote(p) for p in url.path[len("/arvados/v1/") :].strip("/").split("/")]
+            with self.emu.lock:
+                status, doc = self.route(account, parts, params, body)
+            self.send_json(status, doc)
+        except ApiError as exc:
+            self.send_json(
+                exc.status, {"errors": [exc.message], "error_token": secrets.token_hex(8)}
+            )
+
+    def discovery(self) -> dict[str, Any]:
+        doc = json.loads(DISCOVERY.read_text())
+        root = f"https://{self.emu.api_host}/"
+        doc.update(
+            {
+                "rootUrl": root,
+                "baseUrl": root + "arvados/v1/",
+                "servicePath": "arvados/v1/",
+                "uuidPrefix": self.emu.uuid_prefix,
+                "defaultCollectionReplication": self.emu.default_replication,
+                "blobSignatureTtl": self.emu.blob_signature_ttl,
+                "maxRequestSize": 134217728,
+                "dockerImageFormats": list(self.emu.docker_image_formats),
+            }
+        )
+        return doc
+
+    # ---- routing -----------------------------------------------------------------------
+
+    def route(
+        self, user: UserAccount, parts: list[str], params: dict[str, str], body: dict[str, Any]
+    ) -> tuple[int, Any]:
+        method = self.command
+        resource = parts[0]
+        ident = parts[1] if len(parts) > 1 else None
+        if resource == "config" and method == "GET":
+            return 200, self.config()
+        if resource == "keep_services" and ident == "accessible":
+            return 200, {
+                "kind": "arvados#keepServiceList",
+                "items": [
+                    {
+                        "uuid": f"{self.emu.uuid_prefix}-bi6l4-keepstore000000",
+                        "service_host": "127.0.0.1",
+                        "service_port": self.emu.keep_port,
+                        "service_ssl_flag": False,
+                        "service_type": "disk",
+                        "read_only": False,
+                        "kind": "arvados#keepService",
+                    }
+                ],
+                "items_available": 1,
+            }
+        if resource == "users" and ident == "current":
+            return 200, self.emu.tables["users"][user.uuid]
+        if resource == "api_client_authorizations" and ident == "current":
+            return 200, {
+                "uuid": f"{self.emu.uuid_prefix}-gj3su-000000000000000",
+                "owner_uuid": user.uuid,
+                "api_token": user.token,
+                "scopes": ["all"],
+            }
+        if resource not in ("users", "groups", "collections", "links"):
+            raise ApiError(404, f"no route for {resource}")
+        body = body.get(resource[:-1], body) if isinstance(body.get(resource[:-1]), dict) else body
+        if ident is None:
+            if method == "GET":
+                return 200, self.list(user, resource, params)
+            if method == "POST":
+                return 200, self.create(user, resource, params, body)
+        else:
+            if method == "GET":
+                return 200, self.get(user, resource, ident, params)
+            if method in ("PUT", "PATCH"):
+                return 200, self.update(user, resource, ident, params, body)
+            if method == "DELETE":
+                return 200, self.delete(user, resource, ident)
+        raise ApiError(404, f"no route for {method} {'/'.join(parts)}")
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "ClusterID": self.emu.uuid_prefix,
+            "StorageClasses": {"default": {"Default": True, "Priority": 0}},
+            "Collections": {
+                "DefaultReplication": self.emu.default_replication,
+                "BlobSigning": True,
+                "BlobSigningTTL": f"{self.emu.blob_signature_ttl}s",
+            },
+            "Containers": {
+                "SupportedDockerImageFormats": {f: {} for f in self.emu.docker_image_formats}
+            },
+            "Services": {"Keepstore": {}},
+        }
+
+    # ---- resources ---------------------------------------------------------------------
+
+    def output(
+        self, user: UserAccount, table: str, record: dict[str, Any], select: list[str] | None
+    ) -> dict[str, Any]:
+        out = dict(record)
+        if table == "collections" and "manifest_text" in out:
+            out["manifest_text"] = self.emu.signed_manifest(out["manifest_text"], user.token)
+        if table == "groups":
+            level = self.emu.permission(user, record["uuid"])
+            out["can_write"] = level >= 2
+            out["can_manage"] = level >= 3
+        if select:
+            out = {k: out.get(k) for k in select}
+        return out
+
+    def find(self, user: UserAccount, table: str, ident: str) -> dict[str, Any]:
+        record = self.emu.tables[table].get(ident)
+        if record is None or not self.emu.readable(user, table, record) or record.get("is_trashed"):
+            raise ApiError(404, f"Path not found: {table}/{ident}")
+        return record
+
+    def get(
+        self, user: UserAccount, table: str, ident: str, params: dict[str, str]
+    ) -> dict[str, Any]:
+        select = json.loads(params["select"]) if "select" in params else None
+        if table == "collections" and _LOCATOR.match(ident):
+            pdh = "+".join(ident.split("+")[:2])
+            matches = [
+                c
+                for c in self.emu.tables["collections"].values()
+                if c["portable_data_hash"] == pdh
+                and not c["is_trashed"]
+                and self.emu.readable(user, "collections", c)
+            ]
+            if not matches:
+                raise ApiError(404, f"Path not found: collections/{ident}")
+            out = {"uuid": pdh, "portable_data_hash": pdh, "trash_at": None}
+            if select is None or "manifest_text" in select:
+                out["manifest_text"] = self.emu.signed_manifest(
+                    matches[0]["manifest_text"], user.token
+                )
+            return out
+        return self.output(user, table, self.find(user, table, ident), select)
+
+    def list(self, user: UserAccount, table: str, params: dict[str, str]) -> dict[str, Any]:
+        filters = json.loads(params.get("filters") or "[]")
+        select = json.loads(params["select"]) if "select" in params else None
+        order = params.get("order")
+        orders = (
+            json.loads(order) if order and order.startswith("[") else ([order] if order else [])
+        )
+        limit = min(int(params.get("limit", 100)), 1000)
+        offset = int(params.get("offset", 0))
+        records = [
+            r
+            for r in self.emu.tables[table].values()
+            if not r.get("is_trashed")
+            and self.emu.readable(user, table, r)
+            and all(_matches(r, f) for f in filters)
+        ]
+        for spec in reversed(orders or ["modified_at desc", "uuid desc"]):
+            column, _, direction = spec.strip().partition(" ")
+            column = column.split(".")[-1]
+            records.sort(
+                key=lambda r: (r.get(column) is None, r.get(column) or ""),
+                reverse=direction.lower() == "desc",
+            )
+        items = [self.output(user, table, r, select) for r in records[offset : offset + limit]]
+        doc: dict[str, Any] = {
+            "kind": f"arvados#{table[:-1]}List",
+            "etag": "",
+            "self_link": "",
+            "offset": offset,
+            "limit": limit,
+            "items": items,
+        }
+        if params.get("count", "exact") != "none":
+            doc["items_available"] = len(records)
+        return doc
+
+    def create(
+        self, user: UserAccount, table: str, params: dict[str, str], body: dict[str, Any]
+    ) -> dict[str, Any]:
+        if table == "users":
+            raise ApiError(403, "Forbidden")
+        owner = body.get("owner_uuid") or user.uuid
+        if self.emu.permission(user, owner) < 2:
+            raise ApiError(403, f"Permission denied: cannot write to {owner}")
+        uuid = self.emu.new_uuid(table)
+        now = _now()
+        record: dict[str, Any] = {
+            "uuid": uuid,
+            "owner_uuid": owner,
+            "created_at": now,
+            "modified_at": now,
+            "modified_by_user_uuid": user.uuid,
+            "kind": f"arvados#{table[:-1]}",
+            "etag": secrets.token_hex(4),
+            "properties": body.get("properties") or {},
+        }
+        if table == "links":
+            for required in ("link_class", "head_uuid"):
+                if not body.get(required):
+                    raise ApiError(422, f"{required} can't be blank")
+            record.update(
+                {k: body.get(k) for k in ("link_class", "name", "head_uuid", "tail_uuid")}
+            )
+            record["name"] = record["name"] or ""
+        elif table == "groups":
+            record.update(
+                {
+                    "name": body.get("name"),
+                    "group_class": body.get("group_class", "project"),
+                    "description": body.get("description"),
+                    "is_trashed": False,
+                }
+            )
+            self.unique_name(table, record, params)
+        else:
+            manifest = body.get("manifest_text") or ""
+            self.check_signatures(user, manifest)
+            record.update(
+                {
+                    "name": body.get("name") or f"New collection ({now[:19]})",
+                    "description": body.get("description"),
+                    "manifest_text": strip_manifest(manifest),
+                    "portable_data_hash": pdh_of(manifest),
+                    "replication_desired": body.get("replication_desired"),
+                    "replication_confirmed": None,
+                    "storage_classes_desired": body.get("storage_classes_desired") or ["default"],
+                    "is_trashed": False,
+                    "trash_at": None,
+                    "delete_at": None,
+                    "version": 1,
+                    "current_version_uuid": uuid,
+                    "preserve_version": False,
+                }
+            )
+            self.unique_name(table, record, params)
+        self.emu.tables[table][record["uuid"]] = record
+        return self.output(user, table, record, None)
+
+    def unique_name(self, table: str, record: dict[str, Any], params: dict[str, str]) -> None:
+        clash = any(
+            r["owner_uuid"] == record["owner_uuid"]
+            and r["name"] == record["name"]
+            and not r.get("is_trashed")
+            and r["uuid"] != record["uuid"]
+            for r in self.emu.tables[table].values()
+        )
+        if not clash:
+            return
+        if params.get("ensure_unique_name") in ("true", "True", "1"):
+            record["name"] = f"{record['name'][:237]} ({record['uuid'][-15:]})"
+            return
+        raise ApiError(
+            422,
+            "#<ActiveRecord::RecordNotUnique: PG::UniqueViolation: ERROR:  duplicate "
+            f'key value violates unique constraint "index_{table}_on_owner_uuid_and_name" '
+            f"DETAIL:  Key (owner_uuid, name)=({record['owner_uuid']}, {record['name']}) "
+            "already exists.>",
+        )
+
+    def check_signatures(self, user: UserAccount, manifest: str) -> None:
+        if user.is_admin:
+            return
+        for line in manifest.splitlines():
+            for word in line.split()[1:]:
+                match = _LOCATOR.match(word)
+                if not match:
+                    continue
+                if match.group(3) and "+A" in match.group(3):
+                    if not self.emu.signature_valid(word, user.token):
+                        raise ApiError(
+                            403, f"Permission denied: invalid signature on {match.group(1)}"
+                        )
+                elif int(match.group(2)) > 0:
+                    raise ApiError(403, f"Permission denied: missing signature on {match.group(1)}")
+
+    def update(
+        self,
+        user: UserAccount,
+        table: str,
+        ident: str,
+        params: dict[str, str],
+        body: dict[str, Any],
+    ) -> dict[str, Any]:
+        record = self.find(user, table, ident)
+        if self.emu.permission(user, ident if table != "links" else record["owner_uuid"]) < 2:
+            raise ApiError(403, f"Permission denied: cannot update {ident}")
+        changes = dict(body)
+        if table == "collections" and "manifest_text" in changes:
+            self.check_signatures(user, changes["manifest_text"])
+            changes["portable_data_hash"] = pdh_of(changes["manifest_text"])
+            changes["manifest_text"] = strip_manifest(changes["manifest_text"])
+        for key in ("uuid", "created_at", "kind"):
+            changes.pop(key, None)
+        updated = {**record, **changes, "modified_at": _now()}
+        if "name" in changes:
+            self.unique_name(table, updated, params)
+        self.emu.tables[table][ident] = updated
+        return self.output(user, table, updated, None)
+
+    def delete(self, user: UserAccount, table: str, ident: str) -> dict[str, Any]:
+        record = self.find(user, table, ident)
+        if self.emu.permission(user, ident if table != "links" else record["owner_uuid"]) < 2:
+            raise ApiError(403, f"Permission denied: cannot delete {ident}")
+        if table in ("collections", "groups"):
+            record["is_trashed"] = True
+            record["trash_at"] = _now()
+        else:
+            del self.emu.tables[table][ident]
+        return self.output(user, table, record, None)
+
+
+def _like(pattern: str, value: str, *, ignore_case: bool) -> bool:
+    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.fullmatch(regex, value, re.DOTALL | (re.IGNORECASE if ignore_case else 0)) is not None
+
+
+def _matches(record: dict[str, Any], spec: list[Any]) -> bool:
+    if isinstance(spec, str):
+        raise ApiError(422, "full text search is not supported by the emulator")
+    attribute, operator, operand = spec
+    if attribute.startswith("properties."):
+        value = (record.get("properties") or {}).get(attribute[len("properties.") :])
+    elif attribute in record:
+        value = record[attribute]
+    else:
+        raise ApiError(422, f"Invalid attribute '{attribute}' for operator '{operator}' in filter")
+    op = operator.lower()
+    if op == "=":
+        return bool(value == operand)
+    if op == "!=":
+        return bool(value != operand)
+    if op == "in":
+        return value in operand
+    if op == "not in":
+        return value not in operand
+    if op in ("like", "ilike"):
+        return isinstance(value, str) and _like(operand, value, ignore_case=op == "ilike")
+    if op in ("<", "<=", ">", ">="):
+        if value is None:
+            return False
+        return {
+            "<": value < operand,
+            "<=": value <= operand,
+            ">": value > operand,
+            ">=": value >= operand,
+        }[op]
+    if op == "exists":
+        return value is not None
+    raise ApiError(422, f"Invalid operator '{operator}'")
