@@ -129,6 +129,7 @@ class Emulator:
     docker_image_formats: list[str] = field(default_factory=lambda: ["v2"])
     blob_signature_ttl: int = 1209600
     default_replication: int = 2
+    max_page_size: int = 1000  # API.MaxItemsPerResponse
     blob_signing_key: str = field(default_factory=lambda: secrets.token_hex(32))
 
     def __post_init__(self) -> None:
@@ -710,7 +711,7 @@ class _ApiHandler(_Base):
         orders = (
             json.loads(order) if order and order.startswith("[") else ([order] if order else [])
         )
-        limit = min(int(params.get("limit", 100)), 1000)
+        limit = min(int(params.get("limit", 100)), self.emu.max_page_size)
         offset = int(params.get("offset", 0))
         records = [
             r
