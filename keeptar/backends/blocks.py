@@ -9,17 +9,20 @@ memory stays bounded whatever the stream's size.
 
 from __future__ import annotations
 
+import bisect
+import io
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Any
 
 from keeptar.backends._protocol import Backend
 from keeptar.errors import BackendError, KeeptarError, NotFoundError
-from keeptar.keep.manifest import BLOCK_SIZE, parse_manifest
+from keeptar.keep.manifest import BLOCK_SIZE, ManifestFile, parse_manifest
 
-__all__ = ["BlockWriter", "StoredStream", "read_file_range"]
+__all__ = ["BlockWriter", "KeepFileReader", "StoredStream", "read_file_range"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,3 +187,69 @@ def read_file_range(
         if seg_end >= end:
             break
     return bytes(out)
+
+
+class KeepFileReader(io.RawIOBase):
+    """A seekable, read-only file over one file of a collection.
+
+    Blocks are fetched from the backend only when a read touches them (the
+    last two are kept), so a tar reader that seeks over layer data fetches
+    only the blocks holding headers and metadata.
+
+    Args:
+        backend: where the blocks are.
+        item: the file, from :func:`~keeptar.keep.parse_manifest`.
+        name: how to call it in messages.
+    """
+
+    def __init__(self, backend: Backend, item: ManifestFile, name: str = "") -> None:
+        super().__init__()
+        self.name = name or item.path
+        self._backend = backend
+        self._segments = item.segments
+        self._starts: list[int] = []
+        position = 0
+        for segment in item.segments:
+            self._starts.append(position)
+            position += segment.length
+        self._size = position
+        self._position = 0
+        self._cache: dict[str, bytes] = {}
+        self.blocks_fetched = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: self._size}[whence]
+        self._position = max(0, base + offset)
+        return self._position
+
+    def _block(self, locator: str) -> bytes:
+        data = self._cache.get(locator)
+        if data is None:
+            data = self._backend.get_block(locator)
+            self.blocks_fetched += 1
+            if len(self._cache) >= 2:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[locator] = data
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._position >= self._size or not len(view):
+            return 0
+        index = bisect.bisect_right(self._starts, self._position) - 1
+        segment = self._segments[index]
+        within = self._position - self._starts[index]
+        count = min(len(view), segment.length - within)
+        start = segment.offset + within
+        view[:count] = self._block(segment.locator)[start : start + count]
+        self._position += count
+        return count

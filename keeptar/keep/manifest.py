@@ -23,6 +23,7 @@ __all__ = [
     "ManifestFile",
     "escape_name",
     "is_portable_data_hash",
+    "manifest_from_segments",
     "parse_manifest",
     "portable_data_hash",
     "portable_manifest",
@@ -86,6 +87,34 @@ def single_file_manifest(file_name: str, locators: Sequence[str], size: int) -> 
         locators = [EMPTY_BLOCK]
     blocks = " ".join(locators)
     return f". {blocks} 0:{size}:{escape_name(file_name)}\n"
+
+
+def manifest_from_segments(file_name: str, segments: Sequence[FileSegment]) -> str:
+    """A one-file manifest naming *segments* (of blocks already in Keep) *file_name*.
+
+    Each block is listed once, in order of first use; contiguous segments merge,
+    so a file stored as whole blocks gives exactly :func:`single_file_manifest`.
+    """
+    blocks: list[str] = []
+    starts: dict[str, int] = {}
+    total = 0
+    for segment in segments:
+        if segment.locator not in starts:
+            starts[segment.locator] = total
+            blocks.append(segment.locator)
+            total += Locator.parse(segment.locator).size
+    tokens: list[list[int]] = []
+    for segment in segments:
+        position = starts[segment.locator] + segment.offset
+        if tokens and tokens[-1][0] + tokens[-1][1] == position:
+            tokens[-1][1] += segment.length
+        else:
+            tokens.append([position, segment.length])
+    if not blocks:
+        return single_file_manifest(file_name, [], 0)
+    name = escape_name(file_name)
+    words = [".", *blocks, *(f"{pos}:{size}:{name}" for pos, size in tokens)]
+    return " ".join(words) + "\n"
 
 
 def portable_manifest(manifest_text: str) -> str:

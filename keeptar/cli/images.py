@@ -1,0 +1,52 @@
+"""``keeptar images``: list the Docker images stored in Keep."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from keeptar.backends import open_backend
+from keeptar.catalog.images import list_images
+from keeptar.catalog.references import parse_image_ref
+from keeptar.cli._app import BackendOption, app, emit_json, reporting_errors
+
+
+@app.command("images")
+def images_command(
+    reference: Annotated[
+        str | None, typer.Argument(help="Only this REPO[:TAG].", show_default=False)
+    ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", "-a", help="Also list images that have no name.")
+    ] = False,
+    project_uuid: Annotated[
+        str | None, typer.Option("--project-uuid", help="Only images registered in this project.")
+    ] = None,
+    backend: BackendOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """List images, preferred first (newest image timestamp, then newest link)."""
+    with reporting_errors():
+        store = open_backend(backend, quiet=True)
+        repo = tag = None
+        if reference is not None:
+            ref = parse_image_ref(reference)
+            repo, tag = ref.repo, ref.tag
+        rows = list_images(store, repo=repo, tag=tag, project_uuid=project_uuid,
+                           include_untagged=show_all)
+    if as_json:
+        emit_json([row.to_json() for row in rows])
+        return
+    table = [("REPOSITORY", "TAG", "IMAGE ID", "COLLECTION", "CREATED")]
+    table += [(r.repo, r.tag, r.short_id, r.collection, _when(r.created)) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        typer.echo("   ".join([*cells, row[4]]).rstrip())
+
+
+def _when(stamp: str | None) -> str:
+    if not stamp:
+        return "<unknown>"
+    return stamp.replace("T", " ")[:19]

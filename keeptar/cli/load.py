@@ -1,0 +1,78 @@
+"""``keeptar load``: store an image archive in Keep and register it."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from keeptar.backends import open_backend
+from keeptar.cli._app import BackendOption, app, emit_json, progress_reporter, reporting_errors
+from keeptar.load import SourceKind, load_image
+
+
+@app.command("load")
+def load_command(
+    source: Annotated[
+        str | None,
+        typer.Argument(
+            help="A .tar file (plain or gzip/zstd/xz/bzip2), - for standard input, an "
+            "arv-mount path, a collection PDH or UUID, or with --from docker an image name.",
+            show_default=False,
+        ),
+    ] = None,
+    from_: Annotated[
+        SourceKind | None,
+        typer.Option("--from", help="What SOURCE is [default: worked out from SOURCE]."),
+    ] = None,
+    project_uuid: Annotated[
+        str | None,
+        typer.Option("--project-uuid", help="Project to store the image in [default: home]."),
+    ] = None,
+    tag: Annotated[
+        str | None,
+        typer.Option("--tag", help="REPO[:TAG] to register [default: the archive's tags]."),
+    ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option("--image", help="Image to load from a multi-image archive (ID or REPO:TAG)."),
+    ] = None,
+    name: Annotated[
+        str | None,
+        typer.Option("--name", help="Collection name [default: Docker image REPO:TAG HASH12]."),
+    ] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", "-f", help="Upload and register again even if already stored."),
+    ] = False,
+    force_image_format: Annotated[
+        bool,
+        typer.Option("--force-image-format",
+                     help="Store an image whose format the cluster does not accept."),
+    ] = False,
+    backend: BackendOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of the UUID.")] = False,
+    progress: Annotated[
+        bool | None,
+        typer.Option("--progress/--no-progress",
+                     help="Progress bar on stderr [default: if a terminal]."),
+    ] = None,
+) -> None:
+    """Store a Docker image in Keep in one pass and register it as arv-keepdocker does.
+
+    Prints the collection UUID.  Loading an image that is already stored reuses it:
+    no new upload, collection or links.  Nothing is left registered if it fails.
+    """
+    with reporting_errors():
+        store = open_backend(backend, quiet=True)
+        sizes: list[int | None] = [None]
+        with progress_reporter(progress, None, "load") as report:
+            result = load_image(
+                store, source, source_kind=from_, project_uuid=project_uuid, tag=tag,
+                image=image, name=name, force=force, force_image_format=force_image_format,
+                progress=report, on_size=sizes.append,
+            )
+    if as_json:
+        emit_json(result.to_json())
+    else:
+        typer.echo(result.uuid)

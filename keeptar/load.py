@@ -1,0 +1,545 @@
+"""``keeptar load``: put an image archive into Keep and register it as Arvados does.
+
+Sources (:class:`SourceKind`): a file, standard input, an arv-mount path, an
+existing collection (PDH or UUID), or ``docker save`` of a local image.
+Archive bytes go through one pass: decompression, tar reading and Keep block
+hashing/upload run together, and compressed input is stored decompressed.
+Files already in a collection on the same backend are registered by reusing
+their blocks.
+
+Registration matches ``arv-keepdocker``: one file ``<image id>.tar`` per
+collection, the ``docker-image-repo-tag`` property, a ``docker_image_hash``
+link and ``docker_image_repo+tag`` links, each with ``image_timestamp``.
+Nothing is registered until every block is stored, and a failure while
+registering removes what was created, so a failed load leaves no collection
+and no links; loading again is always safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import json
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from keeptar.archive import inspect_source
+from keeptar.backends import Backend, Record
+from keeptar.backends.blocks import BlockWriter, KeepFileReader
+from keeptar.catalog.images import HASH_LINK, REPO_TAG_LINK, ensure_link, find_image_collections
+from keeptar.catalog.references import familiar_name, parse_image_ref
+from keeptar.errors import (
+    ArchiveError,
+    ConflictError,
+    KeeptarError,
+    NotFoundError,
+    UsageError,
+)
+from keeptar.formats import ArchiveScanner, ImageInfo, read_images
+from keeptar.keep.manifest import (
+    ManifestFile,
+    is_portable_data_hash,
+    manifest_from_segments,
+    parse_manifest,
+    single_file_manifest,
+)
+from keeptar.streaming.sources import ByteSource, open_source, run_tar_stream
+
+__all__ = ["LoadResult", "SourceKind", "detect_source", "load_image"]
+
+_COLLECTION_UUID = re.compile(r"[a-z0-9]{5}-4zz18-[a-z0-9]{15}")
+_MOUNT_RECORD = ".arvados#collection"
+
+
+class SourceKind(str, enum.Enum):
+    """Where ``keeptar load`` reads the image from (``--from``)."""
+
+    FILE = "file"
+    STDIN = "stdin"
+    ARV_MOUNT = "arv-mount"
+    COLLECTION = "collection"
+    DOCKER = "docker"
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """What ``keeptar load`` registered.
+
+    Attributes:
+        uuid: the image collection.
+        portable_data_hash: its PDH.
+        image_id: the image ID (the stored file is ``<image_id>.tar``).
+        repo_tag: the primary ``repo:tag``, if any.
+        file_name: the stored file's name.
+        format: the archive layout.
+        created: the image's creation time, as its config has it.
+        reused: True if an existing collection or its blocks were reused
+            instead of uploading.
+    """
+
+    uuid: str
+    portable_data_hash: str
+    image_id: str
+    repo_tag: str | None
+    file_name: str
+    format: str
+    created: str | None
+    reused: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        """The ``keeptar load --json`` document."""
+        return {
+            "uuid": self.uuid,
+            "portable_data_hash": self.portable_data_hash,
+            "image_id": self.image_id,
+            "repo_tag": self.repo_tag,
+            "file_name": self.file_name,
+            "format": self.format,
+            "created": self.created,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _CollectionFile:
+    """A file inside a collection: ``collection`` is a PDH or UUID, ``path`` may be empty."""
+
+    collection: str
+    path: str
+
+
+# ---- working out the source ------------------------------------------------------------
+
+
+def _mount_file(path: Path) -> _CollectionFile | None:
+    """The collection file behind an arv-mount path, if it is one."""
+    resolved = path.absolute()
+    for parent in resolved.parents:
+        record = parent / _MOUNT_RECORD
+        with contextlib.suppress(OSError, ValueError):
+            if record.is_file():
+                doc = json.loads(record.read_text())
+                ident = doc.get("uuid") or doc.get("portable_data_hash")
+                if isinstance(ident, str) and ident:
+                    return _CollectionFile(ident, resolved.relative_to(parent).as_posix())
+    parts = resolved.parts
+    for index, part in enumerate(parts[:-1]):
+        if is_portable_data_hash(part) or _COLLECTION_UUID.fullmatch(part):
+            return _CollectionFile(part, "/".join(parts[index + 1 :]))
+    return None
+
+
+def detect_source(
+    argument: str | None, forced: SourceKind | None = None, *, stdin_is_tty: bool | None = None
+) -> tuple[SourceKind, str]:
+    """Decide what kind of source *argument* is.
+
+    Without *forced*: no argument or ``-`` is standard input (no argument only
+    when stdin is not a terminal); an existing path is a file, or an arv-mount
+    path when it lies inside a mounted collection; a PDH or collection UUID is
+    a collection.  Anything else is an error, never a guess: ``--from docker``
+    is needed to save an image from the local daemon.
+
+    Raises:
+        UsageError: the argument is missing, ambiguous or unknown.
+    """
+    if stdin_is_tty is None:
+        stdin_is_tty = sys.stdin.isatty()
+    if forced is not None:
+        if forced is SourceKind.STDIN:
+            if argument not in (None, "-"):
+                raise UsageError("--from stdin takes no source argument (or -)")
+            return forced, "-"
+        if not argument or argument == "-":
+            raise UsageError(f"--from {forced.value} needs a source argument")
+        if forced in (SourceKind.FILE, SourceKind.ARV_MOUNT) and not Path(argument).is_file():
+            raise UsageError(f"{argument}: no such file")
+        if forced is SourceKind.COLLECTION and not (
+            is_portable_data_hash(argument) or _COLLECTION_UUID.fullmatch(argument)
+        ):
+            raise UsageError(f"{argument!r} is not a collection PDH or UUID")
+        return forced, argument
+    if argument is None or argument == "-":
+        if argument is None and stdin_is_tty:
+            raise UsageError(
+                "give an image archive (a file, - for standard input, a collection, "
+                "or --from docker IMAGE)"
+            )
+        return SourceKind.STDIN, "-"
+    path = Path(argument)
+    if path.is_dir():
+        raise UsageError(f"{argument} is a directory, not an image archive")
+    if path.is_file():
+        kind = SourceKind.ARV_MOUNT if _mount_file(path) else SourceKind.FILE
+        return kind, argument
+    if is_portable_data_hash(argument) or _COLLECTION_UUID.fullmatch(argument):
+        return SourceKind.COLLECTION, argument
+    raise UsageError(
+        f"{argument!r} is not a file, a collection PDH or a collection UUID "
+        "(to save an image from the local Docker daemon, use --from docker)"
+    )
+
+
+# ---- choosing and checking the image ---------------------------------------------------
+
+
+def _choose_image(images: Sequence[ImageInfo], wanted: str | None) -> ImageInfo:
+    if wanted is None:
+        if len(images) == 1:
+            return images[0]
+        listing = ", ".join(
+            f"{image.id} ({', '.join(image.repo_tags) or 'untagged'})" for image in images
+        )
+        raise UsageError(
+            f"the archive holds {len(images)} images; choose one with --image: {listing}"
+        )
+    bare = wanted.removeprefix("sha256:")
+    by_id = [i for i in images if bare and i.id.removeprefix("sha256:").startswith(bare)]
+    if len(by_id) == 1:
+        return by_id[0]
+    try:
+        ref = str(parse_image_ref(wanted))
+    except UsageError:
+        ref = wanted
+    by_tag = [i for i in images if ref in _repo_tags(i, None)]
+    if len(by_tag) == 1:
+        return by_tag[0]
+    ids = ", ".join(i.id for i in images)
+    raise UsageError(f"--image {wanted!r} matches {len(by_id) or len(by_tag)} of the images: {ids}")
+
+
+def _check_format(image: ImageInfo, formats: Sequence[str], force: bool) -> None:
+    needed = "v1" if image.format.is_v1 else "v2"
+    if needed in formats or force:
+        return
+    accepted = ", ".join(formats) or "none"
+    hint = (
+        "convert it with `keeptar migrate19`, or pass --force-image-format"
+        if needed == "v1"
+        else "pass --force-image-format to store it anyway"
+    )
+    raise ConflictError(
+        f"image {image.id} is a Docker {needed} image, but this cluster accepts "
+        f"{accepted} (dockerImageFormats); {hint}"
+    )
+
+
+def _repo_tags(image: ImageInfo, tag: str | None) -> list[str]:
+    if tag is not None:
+        return [str(parse_image_ref(tag))]
+    tags: list[str] = []
+    for raw in image.repo_tags:
+        try:
+            ref = str(parse_image_ref(familiar_name(raw)))
+        except UsageError:
+            continue  # names Docker itself would refuse (upper case…) are not registered
+        if ref not in tags:
+            tags.append(ref)
+    return tags
+
+
+def collection_name(image_id: str, repo_tag: str | None) -> str:
+    """The default collection name, as ``arv-keepdocker`` makes it."""
+    if repo_tag:
+        return f"Docker image {repo_tag.replace('/', ' ')} {image_id[:12]}"
+    return f"Docker image {image_id[:12]}"
+
+
+# ---- the plan every source ends in ------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Target:
+    backend: Backend
+    owner_uuid: str
+    tag: str | None
+    name: str | None
+    force: bool
+
+
+def _resolve_owner(backend: Backend, project_uuid: str | None) -> str:
+    if project_uuid is None:
+        return backend.current_user().uuid
+    try:
+        project = backend.get_project(project_uuid)
+    except NotFoundError:
+        raise NotFoundError(f"project {project_uuid} not found (or not readable)") from None
+    if not project.get("can_write"):
+        raise ConflictError(f"you cannot write to project {project_uuid}")
+    uuid: str = project["uuid"]
+    return uuid
+
+
+def _reuse_existing(target: _Target, image: ImageInfo) -> LoadResult | None:
+    """Register *image* from a collection that already holds it, if there is one."""
+    candidates = find_image_collections(
+        target.backend, image.id,
+        select=["uuid", "owner_uuid", "name", "manifest_text", "portable_data_hash"],
+    )
+    if not candidates:
+        return None
+    owned = [c for c in candidates if c["owner_uuid"] == target.owner_uuid]
+    if owned:
+        return _register(target, image, existing=owned[0], reused=True)
+    return _register(target, image, manifest_text=candidates[0]["manifest_text"], reused=True)
+
+
+def _register(
+    target: _Target,
+    image: ImageInfo,
+    *,
+    manifest_text: str | None = None,
+    existing: Record | None = None,
+    reused: bool = False,
+) -> LoadResult:
+    """Create the collection (unless *existing*) and the links; undo all of it on failure."""
+    backend = target.backend
+    tags = _repo_tags(image, target.tag)
+    primary = tags[0] if tags else None
+    properties: dict[str, Any] = {}
+    if image.created is not None:
+        properties["image_timestamp"] = image.created
+    created_links: list[str] = []
+    created_collection: str | None = None
+    try:
+        if existing is None:
+            assert manifest_text is not None
+            existing = backend.create_collection(
+                manifest_text=manifest_text,
+                name=target.name or collection_name(image.id, primary),
+                owner_uuid=target.owner_uuid,
+                properties={"docker-image-repo-tag": primary},
+                ensure_unique_name=True,
+            )
+            created_collection = existing["uuid"]
+        for link_class, link_name in [(HASH_LINK, image.id)] + [(REPO_TAG_LINK, t) for t in tags]:
+            link = ensure_link(backend, link_class=link_class, name=link_name,
+                               head_uuid=existing["uuid"], owner_uuid=target.owner_uuid,
+                               properties=properties)
+            if link is not None:
+                created_links.append(link["uuid"])
+    except BaseException:
+        _rollback(backend, created_links, created_collection)
+        raise
+    pdh = existing.get("portable_data_hash") or backend.get_collection(existing["uuid"])[
+        "portable_data_hash"]
+    return LoadResult(
+        uuid=existing["uuid"],
+        portable_data_hash=pdh,
+        image_id=image.id,
+        repo_tag=primary,
+        file_name=image.file_name,
+        format=image.format.value,
+        created=image.created,
+        reused=reused,
+    )
+
+
+def _rollback(backend: Backend, links: Sequence[str], collection: str | None) -> None:
+    """Best-effort removal of what a failed registration created."""
+    for uuid in reversed(links):
+        with contextlib.suppress(Exception):
+            backend.delete_link(uuid)
+    if collection is not None:
+        with contextlib.suppress(Exception):
+            backend.delete_collection(collection)
+
+
+# ---- sources ----------------------------------------------------------------------------
+
+
+def _load_stream(
+    target: _Target,
+    source: ByteSource,
+    *,
+    image_ref: str | None,
+    force_image_format: bool,
+    progress: Callable[[int], None] | None,
+) -> LoadResult:
+    """One pass over archive bytes: read the tar while storing every byte as Keep blocks."""
+    backend = target.backend
+    scanner = ArchiveScanner()
+    with BlockWriter(backend.put_block) as writer:
+        run_tar_stream(source, scanner, tap=writer.write, progress=progress)
+        _, images = read_images(scanner.scan)
+        image = _choose_image(images, image_ref)
+        _check_format(image, backend.server_facts().docker_image_formats, force_image_format)
+        stored = writer.finish()
+    if not target.force:
+        found = _reuse_existing(target, image)
+        if found is not None:
+            return found
+    manifest = single_file_manifest(image.file_name, stored.locators, stored.size)
+    return _register(target, image, manifest_text=manifest)
+
+
+def _prescan_file(path: str, image_ref: str | None) -> ImageInfo:
+    with open_source(path) as source:
+        info = inspect_source(source)
+    return _choose_image(info.images, image_ref)
+
+
+def _collection_file(backend: Backend, ref: _CollectionFile) -> tuple[Record, ManifestFile]:
+    record = backend.get_collection(ref.collection)
+    files = parse_manifest(record["manifest_text"])
+    if ref.path:
+        for item in files:
+            if item.path == ref.path:
+                return record, item
+        raise NotFoundError(f"collection {ref.collection} has no file {ref.path!r}")
+    tars = [item for item in files if "/" not in item.path and item.path.endswith(".tar")]
+    if not tars:
+        raise NotFoundError(f"collection {ref.collection} holds no .tar image file")
+    if len(tars) > 1:
+        names = ", ".join(item.path for item in tars)
+        raise UsageError(f"collection {ref.collection} holds several .tar files: {names}")
+    return record, tars[0]
+
+
+def _load_collection_file(
+    target: _Target,
+    ref: _CollectionFile,
+    *,
+    image_ref: str | None,
+    force_image_format: bool,
+) -> LoadResult:
+    """Register a file already in Keep by reusing its blocks (#9147)."""
+    backend = target.backend
+    record, item = _collection_file(backend, ref)
+    reader = KeepFileReader(backend, item, name=f"{ref.collection}/{item.path}")
+    info = inspect_source(ByteSource(reader, reader.name))  # type: ignore[arg-type]
+    image = _choose_image(info.images, image_ref)
+    _check_format(image, backend.server_facts().docker_image_formats, force_image_format)
+    if info.compression != "none":
+        raise UsageError(
+            f"{reader.name} is {info.compression}-compressed; Arvados needs a plain .tar, "
+            "so load it from a file or stdin to store it decompressed"
+        )
+    if not target.force:
+        found = _reuse_existing(target, image)
+        if found is not None:
+            return found
+    files = parse_manifest(record["manifest_text"])
+    if (
+        record.get("owner_uuid") == target.owner_uuid
+        and len(files) == 1
+        and files[0].path == image.file_name
+        and "uuid" in record
+        and not is_portable_data_hash(record["uuid"])
+    ):
+        return _register(target, image, existing=record, reused=True)
+    manifest = manifest_from_segments(image.file_name, item.segments)
+    return _register(target, image, manifest_text=manifest, reused=True)
+
+
+@contextlib.contextmanager
+def _docker_save(image: str) -> Iterator[ByteSource]:
+    if shutil.which("docker") is None:
+        raise UsageError("--from docker needs the docker command and a running Docker daemon")
+    process = subprocess.Popen(
+        ["docker", "save", image], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        try:
+            yield ByteSource(process.stdout, f"docker save {image}")  # type: ignore[arg-type]
+        except ArchiveError:
+            _check_docker(process, image)
+            raise
+        _check_docker(process, image)
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait()
+        process.stdout.close()
+        process.stderr.close()
+
+
+def _check_docker(process: subprocess.Popen[bytes], image: str) -> None:
+    assert process.stderr is not None
+    status = process.wait()
+    if status == 0:
+        return
+    detail = " ".join(process.stderr.read().decode(errors="replace").split())[:300]
+    if "no such image" in detail.lower() or "reference does not exist" in detail.lower():
+        raise NotFoundError(f"the local Docker daemon has no image {image!r}")
+    raise KeeptarError(f"docker save {image} failed (exit {status}): {detail}")
+
+
+def load_image(
+    backend: Backend,
+    source: str | None,
+    *,
+    source_kind: SourceKind | None = None,
+    project_uuid: str | None = None,
+    tag: str | None = None,
+    image: str | None = None,
+    name: str | None = None,
+    force: bool = False,
+    force_image_format: bool = False,
+    progress: Callable[[int], None] | None = None,
+    on_size: Callable[[int | None], None] | None = None,
+) -> LoadResult:
+    """Load an image into *backend* and register it; see the module docstring.
+
+    Args:
+        backend: where to store it.
+        source: the source argument (see :func:`detect_source`).
+        source_kind: force the kind of source (``--from``).
+        project_uuid: owner project (default: the user's home project).
+        tag: ``repo[:tag]`` to register instead of the archive's own tags.
+        image: which image to load from a multi-image archive (ID prefix or repo:tag).
+        name: collection name (default ``Docker image REPO:TAG HASH12``).
+        force: upload and create a new collection even if the image is stored already.
+        force_image_format: store an image the cluster's dockerImageFormats refuses.
+        progress: called with bytes read so far.
+        on_size: called once with the input size, when known, before reading.
+
+    Raises:
+        KeeptarError: see :mod:`keeptar.errors`; nothing is left registered.
+    """
+    kind, value = detect_source(source, source_kind)
+    if tag is not None:
+        parse_image_ref(tag)
+    target = _Target(backend, _resolve_owner(backend, project_uuid), tag, name, force)
+    formats = backend.server_facts().docker_image_formats
+
+    if kind in (SourceKind.COLLECTION, SourceKind.ARV_MOUNT):
+        ref = (
+            _CollectionFile(value, "") if kind is SourceKind.COLLECTION else _mount_file(Path(value))
+        )
+        if ref is None:
+            raise UsageError(f"{value} is not inside an arv-mount collection")
+        try:
+            return _load_collection_file(
+                target, ref, image_ref=image, force_image_format=force_image_format
+            )
+        except NotFoundError:
+            if kind is SourceKind.COLLECTION:
+                raise
+            kind = SourceKind.FILE  # a mount of another cluster: copy the bytes instead
+
+    if kind is SourceKind.DOCKER:
+        with _docker_save(value) as stream:
+            if on_size:
+                on_size(None)
+            return _load_stream(target, stream, image_ref=image,
+                                force_image_format=force_image_format, progress=progress)
+
+    if kind is SourceKind.FILE and not force:
+        # A seekable file can be described in milliseconds: refuse or reuse before uploading.
+        chosen = _prescan_file(value, image)
+        _check_format(chosen, formats, force_image_format)
+        found = _reuse_existing(target, chosen)
+        if found is not None:
+            return found
+    with open_source(value) as stream:
+        if on_size:
+            on_size(stream.size)
+        return _load_stream(target, stream, image_ref=image,
+                            force_image_format=force_image_format, progress=progress)
