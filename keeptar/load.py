@@ -278,7 +278,8 @@ def _resolve_owner(backend: Backend, project_uuid: str | None) -> str:
 def _reuse_existing(target: _Target, image: ImageInfo) -> LoadResult | None:
     """Register *image* from a collection that already holds it, if there is one."""
     candidates = find_image_collections(
-        target.backend, image.id,
+        target.backend,
+        image.id,
         select=["uuid", "owner_uuid", "name", "manifest_text", "portable_data_hash"],
     )
     if not candidates:
@@ -318,16 +319,23 @@ def _register(
             )
             created_collection = existing["uuid"]
         for link_class, link_name in [(HASH_LINK, image.id)] + [(REPO_TAG_LINK, t) for t in tags]:
-            link = ensure_link(backend, link_class=link_class, name=link_name,
-                               head_uuid=existing["uuid"], owner_uuid=target.owner_uuid,
-                               properties=properties)
+            link = ensure_link(
+                backend,
+                link_class=link_class,
+                name=link_name,
+                head_uuid=existing["uuid"],
+                owner_uuid=target.owner_uuid,
+                properties=properties,
+            )
             if link is not None:
                 created_links.append(link["uuid"])
     except BaseException:
         _rollback(backend, created_links, created_collection)
         raise
-    pdh = existing.get("portable_data_hash") or backend.get_collection(existing["uuid"])[
-        "portable_data_hash"]
+    pdh = (
+        existing.get("portable_data_hash")
+        or backend.get_collection(existing["uuid"])["portable_data_hash"]
+    )
     return LoadResult(
         uuid=existing["uuid"],
         portable_data_hash=pdh,
@@ -511,7 +519,9 @@ def load_image(
 
     if kind in (SourceKind.COLLECTION, SourceKind.ARV_MOUNT):
         ref = (
-            _CollectionFile(value, "") if kind is SourceKind.COLLECTION else _mount_file(Path(value))
+            _CollectionFile(value, "")
+            if kind is SourceKind.COLLECTION
+            else _mount_file(Path(value))
         )
         if ref is None:
             raise UsageError(f"{value} is not inside an arv-mount collection")
@@ -528,8 +538,13 @@ def load_image(
         with _docker_save(value) as stream:
             if on_size:
                 on_size(None)
-            return _load_stream(target, stream, image_ref=image,
-                                force_image_format=force_image_format, progress=progress)
+            return _load_stream(
+                target,
+                stream,
+                image_ref=image,
+                force_image_format=force_image_format,
+                progress=progress,
+            )
 
     if kind is SourceKind.FILE and not force:
         # A seekable file can be described in milliseconds: refuse or reuse before uploading.
@@ -541,5 +556,10 @@ def load_image(
     with open_source(value) as stream:
         if on_size:
             on_size(stream.size)
-        return _load_stream(target, stream, image_ref=image,
-                            force_image_format=force_image_format, progress=progress)
+        return _load_stream(
+            target,
+            stream,
+            image_ref=image,
+            force_image_format=force_image_format,
+            progress=progress,
+        )

@@ -82,3 +82,58 @@ def backend(request: pytest.FixtureRequest, local_home: Path, monkeypatch: pytes
     from keeptar.backends.arvados import ArvadosBackend
 
     yield ArvadosBackend()
+
+
+@pytest.fixture(scope="session")
+def dockerd(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A Docker daemon: DOCKER_HOST if it answers, else a private vfs dockerd (needs root)."""
+    import shutil
+    import time
+
+    if (
+        os.environ.get("DOCKER_HOST")
+        and subprocess.run(["docker", "version"], capture_output=True).returncode == 0
+    ):
+        yield os.environ["DOCKER_HOST"]
+        return
+    if shutil.which("dockerd") is None:
+        pytest.fail("these tests need Docker: install docker.io (see .ci/run)")
+    root = tmp_path_factory.mktemp("dockerd")
+    host = f"unix://{root}/docker.sock"
+    log = open(root / "dockerd.log", "wb")  # noqa: SIM115
+    daemon = subprocess.Popen(
+        [
+            "dockerd",
+            "--storage-driver=vfs",
+            "--iptables=false",
+            "--bridge=none",
+            "--ip-masq=false",
+            f"--data-root={root}/data",
+            f"--exec-root={root}/exec",
+            f"--host={host}",
+            f"--pidfile={root}/dockerd.pid",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "TZ": "UTC"},
+    )
+    env = {**os.environ, "DOCKER_HOST": host}
+    for _ in range(120):
+        if subprocess.run(["docker", "version"], capture_output=True, env=env).returncode == 0:
+            break
+        time.sleep(0.5)
+    else:
+        daemon.terminate()
+        pytest.fail("dockerd did not start: " + (root / "dockerd.log").read_text()[-2000:])
+    previous = os.environ.get("DOCKER_HOST")
+    os.environ["DOCKER_HOST"] = host
+    try:
+        yield host
+    finally:
+        if previous is None:
+            os.environ.pop("DOCKER_HOST", None)
+        else:
+            os.environ["DOCKER_HOST"] = previous
+        daemon.terminate()
+        daemon.wait(timeout=60)
+        log.close()

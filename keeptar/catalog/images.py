@@ -57,8 +57,13 @@ class ImageListing:
 
     def to_json(self) -> dict[str, Any]:
         """The ``keeptar images --json`` form."""
-        return {"repo": self.repo, "tag": self.tag, "image_id": self.image_id,
-                "collection": self.collection, "created": self.created}
+        return {
+            "repo": self.repo,
+            "tag": self.tag,
+            "image_id": self.image_id,
+            "collection": self.collection,
+            "created": self.created,
+        }
 
 
 def _parse_time(value: Any) -> dt.datetime | None:
@@ -111,8 +116,9 @@ def list_images(
     name_filters: list[list[Any]] = []
     if repo is not None:
         name_filters = [["name", "=", f"{repo}:{tag or 'latest'}"]]
-    names = sort_links(backend.list_links(
-        [["link_class", "=", REPO_TAG_LINK], *name_filters, *scope]))
+    names = sort_links(
+        backend.list_links([["link_class", "=", REPO_TAG_LINK], *name_filters, *scope])
+    )
     heads = sorted({link["head_uuid"] for link in names})
     hash_filters: list[list[Any]] = [["link_class", "=", HASH_LINK], *scope]
     if repo is not None:
@@ -133,16 +139,34 @@ def list_images(
         if not name:
             name, link_tag = link_tag, "<none>"
         found = best_hash.get(link["head_uuid"])
-        rows.append((_sort_key(link), ImageListing(
-            repo=name, tag=link_tag, image_id=found["name"] if found else "<unknown>",
-            collection=link["head_uuid"], created=_timestamp(link))))
+        rows.append(
+            (
+                _sort_key(link),
+                ImageListing(
+                    repo=name,
+                    tag=link_tag,
+                    image_id=found["name"] if found else "<unknown>",
+                    collection=link["head_uuid"],
+                    created=_timestamp(link),
+                ),
+            )
+        )
     if include_untagged and repo is None:
         named = {link["head_uuid"] for link in names}
         for head, link in best_hash.items():
             if head not in named:
-                rows.append((_sort_key(link), ImageListing(
-                    repo="<none>", tag="<none>", image_id=link["name"], collection=head,
-                    created=_timestamp(link))))
+                rows.append(
+                    (
+                        _sort_key(link),
+                        ImageListing(
+                            repo="<none>",
+                            tag="<none>",
+                            image_id=link["name"],
+                            collection=head,
+                            created=_timestamp(link),
+                        ),
+                    )
+                )
     rows.sort(key=lambda row: row[0], reverse=True)
     readable = _readable_collections(backend, {row.collection for _, row in rows})
     return [row for _, row in rows if row.collection in readable]
@@ -159,8 +183,9 @@ def find_image_collections(
     backend: Backend, image_id: str, *, select: Sequence[str] | None = None
 ) -> list[Record]:
     """Readable collections that ``docker_image_hash`` links name *image_id*, preferred first."""
-    links = sort_links(backend.list_links(
-        [["link_class", "=", HASH_LINK], ["name", "=", image_id]]))
+    links = sort_links(
+        backend.list_links([["link_class", "=", HASH_LINK], ["name", "=", image_id]])
+    )
     order = list(dict.fromkeys(link["head_uuid"] for link in links))
     if not order:
         return []
@@ -181,11 +206,22 @@ def ensure_link(
     properties: Mapping[str, Any],
 ) -> Record | None:
     """Create the link unless an equal one (class, name, head, owner) exists; return the new one."""
-    existing = list(backend.list_links([
-        ["link_class", "=", link_class], ["name", "=", name], ["head_uuid", "=", head_uuid],
-        ["owner_uuid", "=", owner_uuid],
-    ]))
+    existing = list(
+        backend.list_links(
+            [
+                ["link_class", "=", link_class],
+                ["name", "=", name],
+                ["head_uuid", "=", head_uuid],
+                ["owner_uuid", "=", owner_uuid],
+            ]
+        )
+    )
     if existing:
         return None
-    return backend.create_link(link_class=link_class, name=name, head_uuid=head_uuid,
-                               owner_uuid=owner_uuid, properties=properties)
+    return backend.create_link(
+        link_class=link_class,
+        name=name,
+        head_uuid=head_uuid,
+        owner_uuid=owner_uuid,
+        properties=properties,
+    )

@@ -34,10 +34,14 @@ class ImageRef:
 
 def familiar_name(name: str) -> str:
     """Docker's short form: without ``docker.io/library/`` or ``docker.io/``."""
-    for prefix in ("docker.io/library/", "index.docker.io/library/", "docker.io/",
-                   "index.docker.io/"):
+    for prefix in (
+        "docker.io/library/",
+        "index.docker.io/library/",
+        "docker.io/",
+        "index.docker.io/",
+    ):
         if name.startswith(prefix):
-            return name[len(prefix):]
+            return name[len(prefix) :]
     return name
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from keeptar.cli import images as _images  # noqa: F401  (registers the command)
 from keeptar.cli import info as _info  # noqa: F401  (registers the command)
-from keeptar.cli import load as _load  # noqa: F401  (registers the command)
 from keeptar.cli import inspect as _inspect  # noqa: F401  (registers the command)
+from keeptar.cli import load as _load  # noqa: F401  (registers the command)
 from keeptar.cli._app import app, main
 
 __all__ = ["app", "main"]

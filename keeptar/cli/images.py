@@ -33,8 +33,9 @@ def images_command(
         if reference is not None:
             ref = parse_image_ref(reference)
             repo, tag = ref.repo, ref.tag
-        rows = list_images(store, repo=repo, tag=tag, project_uuid=project_uuid,
-                           include_untagged=show_all)
+        rows = list_images(
+            store, repo=repo, tag=tag, project_uuid=project_uuid, include_untagged=show_all
+        )
     if as_json:
         emit_json([row.to_json() for row in rows])
         return

@@ -47,15 +47,19 @@ def load_command(
     ] = False,
     force_image_format: Annotated[
         bool,
-        typer.Option("--force-image-format",
-                     help="Store an image whose format the cluster does not accept."),
+        typer.Option(
+            "--force-image-format", help="Store an image whose format the cluster does not accept."
+        ),
     ] = False,
     backend: BackendOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of the UUID.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print JSON instead of the UUID.")
+    ] = False,
     progress: Annotated[
         bool | None,
-        typer.Option("--progress/--no-progress",
-                     help="Progress bar on stderr [default: if a terminal]."),
+        typer.Option(
+            "--progress/--no-progress", help="Progress bar on stderr [default: if a terminal]."
+        ),
     ] = None,
 ) -> None:
     """Store a Docker image in Keep in one pass and register it as arv-keepdocker does.
@@ -68,9 +72,17 @@ def load_command(
         sizes: list[int | None] = [None]
         with progress_reporter(progress, None, "load") as report:
             result = load_image(
-                store, source, source_kind=from_, project_uuid=project_uuid, tag=tag,
-                image=image, name=name, force=force, force_image_format=force_image_format,
-                progress=report, on_size=sizes.append,
+                store,
+                source,
+                source_kind=from_,
+                project_uuid=project_uuid,
+                tag=tag,
+                image=image,
+                name=name,
+                force=force,
+                force_image_format=force_image_format,
+                progress=report,
+                on_size=sizes.append,
             )
     if as_json:
         emit_json(result.to_json())

@@ -1,0 +1,590 @@
+"""`keeptar load` and `keeptar images`, end to end, on both backends and with the real SDK."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import fixture_path, load_truth
+from keeptar.backends.blocks import read_file_range
+from keeptar.errors import ArchiveError, BackendError, ConflictError, NotFoundError, UsageError
+from keeptar.keep import parse_manifest
+from keeptar.load import SourceKind, detect_source, load_image
+
+TRUTH = load_truth()
+APP = fixture_path("docker-v2-app.tar")
+APP_ID = TRUTH["docker-v2-app.tar"]["images"][0]["id"]
+APP_CREATED = TRUTH["docker-v2-app.tar"]["images"][0]["created"]
+V2_NAME = re.compile(r"^(sha256:)[0-9A-Fa-f]{64}\.tar$")  # Collection.find_all_for_docker_image
+V1_NAME = re.compile(r"^[0-9A-Fa-f]{64}\.tar$")
+
+
+def stored_bytes(backend: Any, uuid: str) -> tuple[str, bytes]:
+    record = backend.get_collection(uuid)
+    (item,) = parse_manifest(record["manifest_text"])
+    return item.path, read_file_range(backend, record["manifest_text"], item.path, 0, item.size)
+
+
+def links_on(backend: Any, uuid: str) -> list[tuple[str, str]]:
+    return sorted(
+        (link["link_class"], link["name"])
+        for link in backend.list_links([["head_uuid", "=", uuid]])
+    )
+
+
+def image_collections(backend: Any, image_id: str) -> set[str]:
+    heads = {
+        link["head_uuid"]
+        for link in backend.list_links(
+            [["link_class", "=", "docker_image_hash"], ["name", "=", image_id]]
+        )
+    }
+    return {c["uuid"] for c in backend.list_collections([["uuid", "in", sorted(heads)]])}
+
+
+def nothing_registered_since(backend: Any, before: tuple[int, int]) -> bool:
+    return (len(list(backend.list_collections([]))), len(list(backend.list_links([])))) == before
+
+
+def counts(backend: Any) -> tuple[int, int]:
+    return len(list(backend.list_collections([]))), len(list(backend.list_links([])))
+
+
+# ---- both backends ------------------------------------------------------------------------
+
+
+def test_load_registers_like_arv_keepdocker(backend: Any) -> None:
+    result = load_image(backend, str(APP), force=True)
+    assert result.image_id == APP_ID and result.created == APP_CREATED
+    assert result.repo_tag == "kt/app:2.0" and result.format == "docker-v2"
+    name, data = stored_bytes(backend, result.uuid)
+    assert name == f"{APP_ID}.tar" and V2_NAME.match(name)
+    assert data == APP.read_bytes()
+    record = backend.get_collection(result.uuid)
+    assert record["name"].startswith(f"Docker image kt app:2.0 {APP_ID[:12]}")
+    assert record["properties"] == {"docker-image-repo-tag": "kt/app:2.0"}
+    assert record["portable_data_hash"] == result.portable_data_hash
+    assert "sha256\\072" in record["manifest_text"]
+    assert links_on(backend, result.uuid) == [
+        ("docker_image_hash", APP_ID),
+        ("docker_image_repo+tag", "kt/app:2.0"),
+    ]
+    for link in backend.list_links([["head_uuid", "=", result.uuid]]):
+        assert link["properties"] == {"image_timestamp": APP_CREATED}
+
+
+@pytest.mark.parametrize("suffix", ["gz", "zst", "xz", "bz2"])
+def test_compressed_input_is_stored_decompressed(backend: Any, suffix: str) -> None:
+    result = load_image(backend, str(fixture_path(f"docker-v2-app.tar.{suffix}")), force=True)
+    assert stored_bytes(backend, result.uuid)[1] == APP.read_bytes()
+
+
+def test_loading_again_creates_no_duplicates(backend: Any) -> None:
+    first = load_image(backend, str(fixture_path("docker-v2-untagged.tar")), tag="kt/again")
+    before = counts(backend)
+    again = load_image(backend, str(fixture_path("docker-v2-untagged.tar")), tag="kt/again")
+    assert again.uuid == first.uuid and again.reused
+    assert counts(backend) == before
+    # From a pipe too (the image is only known after the pass; the upload is content-addressed).
+    with open(fixture_path("docker-v2-untagged.tar"), "rb") as stream:
+        piped = _load_stdin(backend, stream, "kt/again")
+    assert piped.uuid == first.uuid and counts(backend) == before
+    assert first.repo_tag == "kt/again:latest"
+
+
+def _load_stdin(backend: Any, stream: Any, tag: str) -> Any:
+    saved = sys.stdin
+    sys.stdin = type("Stdin", (), {"buffer": stream, "isatty": lambda self: False})()  # type: ignore[assignment]
+    try:
+        return load_image(backend, "-", tag=tag)
+    finally:
+        sys.stdin = saved
+
+
+def test_force_uploads_and_registers_again(backend: Any) -> None:
+    first = load_image(backend, str(fixture_path("buildah-docker-archive.tar")))
+    forced = load_image(backend, str(fixture_path("buildah-docker-archive.tar")), force=True)
+    assert forced.uuid != first.uuid and not forced.reused
+
+
+def test_multi_image_archives_need_a_choice(backend: Any) -> None:
+    two = str(fixture_path("docker-v2-two-images.tar"))
+    with pytest.raises(UsageError, match="holds 2 images; choose one with --image"):
+        load_image(backend, two)
+    ids = {img["id"]: img for img in TRUTH["docker-v2-two-images.tar"]["images"]}
+    base = next(
+        d for d in TRUTH["docker-v2-two-images.tar"]["docker"] if "kt/base:v1" in d["repo_tags"]
+    )
+    by_tag = load_image(backend, two, image="kt/base:v1")
+    assert by_tag.image_id == base["id"] and by_tag.repo_tag == "kt/base:v1"
+    other = next(i for i in ids if i != base["id"])
+    by_id = load_image(backend, two, image=other[7:19])
+    assert by_id.image_id == other
+
+
+def test_v1_images_and_the_format_check(backend: Any) -> None:
+    v1 = str(fixture_path("docker-v1-app.tar"))
+    before = counts(backend)
+    with pytest.raises(ConflictError, match="keeptar migrate19"):
+        load_image(backend, v1)
+    assert counts(backend) == before
+    result = load_image(backend, v1, force_image_format=True)
+    top = TRUTH["docker-v1-app.tar"]["v1_tops"][0]
+    assert result.image_id == top and result.file_name == f"{top}.tar"
+    assert V1_NAME.match(stored_bytes(backend, result.uuid)[0])
+
+
+def test_bad_archives_leave_nothing(backend: Any, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(APP.read_bytes()[:9000])
+    before = counts(backend)
+    with pytest.raises(ArchiveError):
+        load_image(backend, str(cut))
+    plain = tmp_path / "plain.tar"
+    subprocess.run(
+        ["tar", "cf", str(plain), "-C", str(Path(__file__).parent), "conftest.py"], check=True
+    )
+    with pytest.raises(ArchiveError, match="not a container image archive"):
+        load_image(backend, str(plain))
+    assert counts(backend) == before
+
+
+def test_project_must_exist_and_be_writable(backend: Any) -> None:
+    prefix = backend.server_facts().uuid_prefix
+    with pytest.raises(NotFoundError, match="project"):
+        load_image(backend, str(APP), project_uuid=f"{prefix}-j7d0g-nosuchproject00")
+
+
+def test_collection_source_reuses_blocks(backend: Any) -> None:
+    loaded = load_image(backend, str(fixture_path("skopeo-docker-archive.tar")), tag="kt/src:1")
+    pdh = loaded.portable_data_hash
+    again = load_image(backend, pdh, tag="kt/src:2")  # registered, not re-uploaded
+    assert again.image_id == loaded.image_id and again.reused
+    assert ("docker_image_repo+tag", "kt/src:2") in links_on(backend, again.uuid)
+
+
+def test_detect_source(tmp_path: Path) -> None:
+    assert detect_source(str(APP)) == (SourceKind.FILE, str(APP))
+    assert detect_source(None, stdin_is_tty=False) == (SourceKind.STDIN, "-")
+    pdh = "d41d8cd98f00b204e9800998ecf8427e+0"
+    assert detect_source(pdh) == (SourceKind.COLLECTION, pdh)
+    assert detect_source("zzzzz-4zz18-0123456789abcde")[0] is SourceKind.COLLECTION
+    with pytest.raises(UsageError, match="--from docker"):
+        detect_source("ubuntu:22.04")
+    with pytest.raises(UsageError, match="give an image archive"):
+        detect_source(None, stdin_is_tty=True)
+    assert detect_source("ubuntu:22.04", SourceKind.DOCKER) == (SourceKind.DOCKER, "ubuntu:22.04")
+    mounted = tmp_path / "keep" / "by_id" / "0123456789abcdef0123456789abcdef+123" / "x.tar"
+    mounted.parent.mkdir(parents=True)
+    mounted.write_bytes(b"")
+    assert detect_source(str(mounted))[0] is SourceKind.ARV_MOUNT
+
+
+# ---- on the emulator, with the real SDK ------------------------------------------------
+
+
+def keeptar(
+    emulator: Any,
+    *args: str,
+    account: Any = None,
+    input: bytes | None = None,
+    stdin: Any = None,
+    **env: str,
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "keeptar", *args],
+        input=input,
+        stdin=stdin,
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, **emulator.env(account), "KEEPTAR_RETRIES": "2", **env},
+    )
+
+
+def test_interop_with_the_sdk(emulator: Any, tmp_path: Path) -> None:
+    from arvados.commands.keepdocker import list_images_in_arv
+
+    source = fixture_path("docker-v2-app.tar.zst")
+    result = keeptar(
+        emulator,
+        "load",
+        "--json",
+        "--force",
+        "--tag",
+        "kt/interop:1",
+        str(source),
+        account=emulator.alice,
+    )
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert set(doc) == {
+        "uuid",
+        "portable_data_hash",
+        "image_id",
+        "repo_tag",
+        "file_name",
+        "format",
+        "created",
+    }
+    api = emulator.api(emulator.alice)
+    images = list_images_in_arv(api, 3, "kt/interop", "1")
+    assert images[0][0] == doc["uuid"]
+    assert images[0][1]["dockerhash"] == APP_ID
+    assert images[0][1]["timestamp"].isoformat().startswith(APP_CREATED[:19])
+    listing = subprocess.run(
+        ["arv-keepdocker"],
+        env={**os.environ, **emulator.env(emulator.alice)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    row = next(
+        line.split() for line in listing.stdout.splitlines() if line.startswith("kt/interop")
+    )
+    assert row[:4] == ["kt/interop", "1", APP_ID[:12], doc["uuid"]]
+    out = tmp_path / "got.tar"
+    get = subprocess.run(
+        ["arv-get", f"{doc['uuid']}/{doc['file_name']}", str(out)],
+        env={**os.environ, **emulator.env(emulator.alice)},
+        capture_output=True,
+        timeout=120,
+    )
+    assert get.returncode == 0, get.stderr
+    assert out.read_bytes() == APP.read_bytes()  # the decompressed input
+    assert V2_NAME.match(doc["file_name"])
+
+
+def test_cli_prints_the_uuid_and_images_lists_it(emulator: Any) -> None:
+    loaded = keeptar(
+        emulator,
+        "load",
+        "--tag",
+        "kt/cli:7",
+        "--project-uuid",
+        emulator.alice_project["uuid"],
+        str(fixture_path("crane-app.tar")),
+        account=emulator.alice,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    uuid = loaded.stdout.decode().strip()
+    assert re.fullmatch(r"zzzzz-4zz18-[a-z0-9]{15}", uuid)
+    listed = keeptar(emulator, "images", "--json", "kt/cli:7", account=emulator.alice)
+    rows = json.loads(listed.stdout)
+    assert rows[0]["collection"] == uuid and rows[0]["repo"] == "kt/cli" and rows[0]["tag"] == "7"
+    assert rows[0]["image_id"] == TRUTH["crane-app.tar"]["images"][0]["id"]
+    table = keeptar(emulator, "images", account=emulator.alice).stdout.decode().splitlines()
+    assert table[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "COLLECTION", "CREATED"]
+    assert any(
+        line.split()[:4] == ["kt/cli", "7", rows[0]["image_id"][7:19], uuid] for line in table[1:]
+    )
+
+
+def test_stdin_upload_and_reuse_across_projects(emulator: Any) -> None:
+    data = gzip.compress(fixture_path("podman-two-images.tar").read_bytes())
+    first = keeptar(
+        emulator,
+        "load",
+        "--json",
+        "--image",
+        "localhost/kt/buildah:v2",
+        input=data,
+        account=emulator.alice,
+    )
+    assert first.returncode == 0, first.stderr
+    doc = json.loads(first.stdout)
+    puts = len([r for r in emulator.requests if r[0] == "PUT"])
+    again = keeptar(
+        emulator,
+        "load",
+        "--json",
+        "--image",
+        "localhost/kt/buildah:v2",
+        "--project-uuid",
+        emulator.alice_project["uuid"],
+        str(fixture_path("podman-two-images.tar")),
+        account=emulator.alice,
+    )
+    assert again.returncode == 0, again.stderr
+    copy = json.loads(again.stdout)
+    assert copy["uuid"] != doc["uuid"] and copy["portable_data_hash"] == doc["portable_data_hash"]
+    assert len([r for r in emulator.requests if r[0] == "PUT"]) == puts  # nothing re-uploaded
+
+
+def test_collection_by_pdh_from_arv_put(emulator: Any) -> None:
+    env = {**os.environ, **emulator.env(emulator.alice)}
+    put = subprocess.run(
+        [
+            "arv-put",
+            "--no-resume",
+            "--no-cache",
+            "--name",
+            f"raw {os.urandom(3).hex()}",
+            str(fixture_path("docker-v2-untagged.tar")),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert put.returncode == 0, put.stderr
+    pdh = (
+        emulator.api(emulator.alice)
+        .collections()
+        .get(uuid=put.stdout.strip())
+        .execute()["portable_data_hash"]
+    )
+    puts = len([r for r in emulator.requests if r[0] == "PUT"])
+    result = keeptar(
+        emulator, "load", "--json", "--force", "--tag", "kt/frompdh", pdh, account=emulator.alice
+    )
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["image_id"] == TRUTH["docker-v2-untagged.tar"]["images"][0]["id"]
+    assert len([r for r in emulator.requests if r[0] == "PUT"]) == puts
+    got = subprocess.run(
+        ["arv-get", f"{doc['uuid']}/{doc['file_name']}", "-"],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
+    assert got.stdout == fixture_path("docker-v2-untagged.tar").read_bytes()
+
+
+def test_arv_mount_path_reuses_blocks(emulator: Any, tmp_path: Path) -> None:
+    """arv-mount needs FUSE, so its layout is built as a plain directory tree: a collection
+    directory with the `.arvados#collection` record arv-mount serves, holding the file."""
+    from keeptar.backends.arvados import ArvadosBackend
+
+    with emulator.environment(emulator.alice):
+        backend = ArvadosBackend()
+        loaded = load_image(
+            backend,
+            str(fixture_path("skopeo-oci-archive.tar")),
+            force=True,
+            force_image_format=True,
+            tag="kt/oci",
+        )
+    record = backend.get_collection(loaded.uuid)
+    folder = tmp_path / "mnt" / "home" / "Alice project" / "my image"
+    folder.mkdir(parents=True)
+    (folder / ".arvados#collection").write_text(
+        json.dumps({"uuid": record["uuid"], "portable_data_hash": record["portable_data_hash"]})
+    )
+    (folder / loaded.file_name).write_bytes(fixture_path("skopeo-oci-archive.tar").read_bytes())
+    puts = len([r for r in emulator.requests if r[0] == "PUT"])
+    result = keeptar(
+        emulator,
+        "load",
+        "--json",
+        "--force",
+        "--tag",
+        "kt/mounted",
+        str(folder / loaded.file_name),
+        account=emulator.alice,
+    )
+    assert result.returncode == 0, result.stderr
+    assert len([r for r in emulator.requests if r[0] == "PUT"]) == puts  # no bytes copied
+    assert json.loads(result.stdout)["portable_data_hash"] == record["portable_data_hash"]
+
+
+def test_v1_refused_on_a_v2_only_cluster(emulator: Any) -> None:
+    result = keeptar(
+        emulator, "load", str(fixture_path("v1-moby-emptylayer.tar")), account=emulator.alice
+    )
+    assert result.returncode == 7
+    assert b"migrate19" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+def test_unwritable_project(emulator: Any) -> None:
+    result = keeptar(
+        emulator,
+        "load",
+        "--project-uuid",
+        emulator.bob_project["uuid"],
+        str(APP),
+        account=emulator.alice,
+    )
+    assert result.returncode in (6, 7), result.stderr  # bob's project is not even visible
+    assert b"Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("where", ["keepstore", "collections", "links"])
+def test_failures_leave_nothing_and_rerun_is_clean(emulator: Any, where: str) -> None:
+    from keeptar.backends.arvados import ArvadosBackend
+
+    source = str(fixture_path("buildah-docker-archive.tar"))
+    tag = f"kt/fail-{where}:1"
+    path = {
+        "keepstore": "/keep/",
+        "collections": "/arvados/v1/collections",
+        "links": "/arvados/v1/links",
+    }[where]
+    method = "PUT" if where == "keepstore" else "POST"
+    with emulator.environment(emulator.alice):
+        backend = ArvadosBackend(num_retries=1)
+        image_id = TRUTH["buildah-docker-archive.tar"]["images"][0]["id"]
+        before_images = image_collections(backend, image_id)
+        before_tags = list(backend.list_links([["name", "=", tag]]))
+        fault = emulator.inject(method, path, status=500, times=1000)
+        if where == "links":  # let the hash link through: the repo+tag link fails
+            fault.times = 0
+            calls = [0]
+            original = emulator.take_fault
+
+            def second_link_fails(m: str, p: str) -> Any:
+                if m == "POST" and p == path:
+                    calls[0] += 1
+                    if calls[0] >= 2:
+                        from arvados_emulator import Fault
+
+                        return Fault(m, p, status=500)
+                return original(m, p)
+
+            emulator.take_fault = second_link_fails
+        try:
+            with pytest.raises(BackendError):
+                load_image(backend, source, tag=tag, force=True)
+        finally:
+            fault.times = 0
+            emulator.take_fault = type(emulator).take_fault.__get__(emulator)
+        assert image_collections(backend, image_id) == before_images
+        assert list(backend.list_links([["name", "=", tag]])) == before_tags
+        ok = load_image(backend, source, tag=tag, force=True)
+        again = load_image(backend, source, tag=tag)
+        assert again.uuid == ok.uuid
+        assert len(list(backend.list_links([["name", "=", tag]]))) == 1
+
+
+def test_ctrl_c_leaves_nothing(emulator: Any) -> None:
+    from keeptar.backends.arvados import ArvadosBackend
+
+    tag = "kt/interrupted:1"
+    data = fixture_path("docker-v2-app.tar").read_bytes()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keeptar", "load", "--force", "--tag", tag, "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, **emulator.env(emulator.alice)},
+    )
+    assert process.stdin is not None
+    process.stdin.write(data[:5000])  # half an archive, then the user presses Ctrl-C
+    process.stdin.flush()
+    time.sleep(3)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert err.decode().strip() == "keeptar: error: interrupted"
+    with emulator.environment(emulator.alice):
+        assert list(ArvadosBackend().list_links([["name", "=", tag]])) == []
+
+
+# ---- with a real Docker daemon -----------------------------------------------------------
+
+
+def test_arv_get_then_docker_load_gives_the_same_image(emulator: Any, dockerd: str) -> None:
+    env = {**os.environ, **emulator.env(emulator.alice), "DOCKER_HOST": dockerd}
+    for name in (
+        "docker-v2-app.tar.xz",
+        "skopeo-oci-archive.tar",
+        "arvados-hello-world-docker25.tar",
+    ):
+        result = keeptar(
+            emulator,
+            "load",
+            "--json",
+            "--force",
+            "--force-image-format",
+            str(fixture_path(name)),
+            account=emulator.alice,
+        )
+        assert result.returncode == 0, result.stderr
+        doc = json.loads(result.stdout)
+        pipeline = subprocess.run(
+            f"arv-get '{doc['uuid']}/{doc['file_name']}' - | docker load -q",
+            shell=True,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert pipeline.returncode == 0, pipeline.stderr
+        loaded = subprocess.run(
+            ["docker", "image", "inspect", "-f", "{{.Id}}", doc["image_id"]],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert loaded.stdout.strip() == doc["image_id"]
+
+
+def test_load_from_docker_save(emulator: Any, dockerd: str) -> None:
+    env = {"DOCKER_HOST": dockerd}
+    subprocess.run(
+        ["docker", "load", "-q", "-i", str(APP)],
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+    )
+    expected = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Id}}", "kt/app:2.0"],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    ).stdout
+    result = keeptar(
+        emulator,
+        "load",
+        "--json",
+        "--force",
+        "--from",
+        "docker",
+        "kt/app:2.0",
+        account=emulator.alice,
+        **env,
+    )
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)
+    assert doc["image_id"] == expected.strip() and doc["repo_tag"] == "kt/app:2.0"
+    missing = keeptar(
+        emulator, "load", "--from", "docker", "kt/nope:0", account=emulator.alice, **env
+    )
+    assert missing.returncode == 6 and b"no image" in missing.stderr
+
+
+def test_images_lists_what_arv_keepdocker_registered(emulator: Any, dockerd: str) -> None:
+    env = {**os.environ, **emulator.env(emulator.alice), "DOCKER_HOST": dockerd}
+    subprocess.run(
+        ["docker", "load", "-q", "-i", str(fixture_path("buildah-docker-archive.tar"))],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    repo = f"kt/upstream{os.urandom(3).hex()}"  # a name no other test registered
+    subprocess.run(["docker", "tag", "kt/buildah:v1", f"{repo}:v1"], env=env, check=True)
+    upstream = subprocess.run(
+        ["arv-keepdocker", "--force", "--no-resume", repo, "v1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert upstream.returncode == 0, upstream.stderr
+    uuid = upstream.stdout.strip().splitlines()[-1]
+    rows = json.loads(
+        keeptar(emulator, "images", "--json", f"{repo}:v1", account=emulator.alice).stdout
+    )
+    assert len(rows) == 1
+    assert rows[0]["collection"] == uuid
+    assert rows[0]["image_id"] == TRUTH["buildah-docker-archive.tar"]["images"][0]["id"]
