@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import big_archive, machine, run
+from _common import archive_in_subprocess, machine, run
 
 from keeptar import inspect_archive, inspect_source
 from keeptar.streaming.sources import ByteSource
@@ -25,7 +25,7 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def main() -> None:
-    path = big_archive()
+    path = archive_in_subprocess()
     size_gib = path.stat().st_size / (1 << 30)
     keeptar = shutil.which("keeptar") or "keeptar"
     run(["cat", str(path)])  # warm the page cache so every contender reads from memory

@@ -491,19 +491,31 @@ class _KeepHandler(_Base):
     def do_PUT(self) -> None:
         if self.fault("/keep/"):
             return
-        data = self.body()
+        length = int(self.headers.get("Content-Length") or 0)
         md5 = urlsplit(self.path).path.strip("/")
         account = self.emu.accounts.get(self.token() or "")
         if account is None:
+            self.body()
             return self.send(401, b"Unauthorized\n", "text/plain")
-        if len(data) > MAX_BLOCK:
+        if length > MAX_BLOCK:
+            while length > 0:  # drain the body so the client reads our answer
+                length -= len(self.rfile.read(min(length, 1 << 20)) or b"\0" * length)
             return self.send(413, b"Block too large\n", "text/plain")
+        data = bytearray(length)  # read straight into one buffer, as keepstore does
+        view = memoryview(data)
+        got = 0
+        while got < length:
+            count = self.rfile.readinto(view[got:])
+            if not count:
+                return
+            got += count
         if hashlib.md5(data).hexdigest() != md5:
             return self.send(422, b"Hash mismatch\n", "text/plain")
         path = self.emu.block_dir / md5
         if not path.exists():
             tmp = path.with_suffix(f".{threading.get_ident()}")
-            tmp.write_bytes(data)
+            with open(tmp, "wb") as out:
+                out.write(data)
             os.replace(tmp, path)
         locator = f"{md5}+{len(data)}" + self.emu.sign(md5, account.token)
         replicas = self.headers.get("X-Keep-Desired-Replicas", "1")
@@ -913,3 +925,16 @@ def _matches(record: dict[str, Any], spec: list[Any]) -> bool:
     if op == "exists":
         return value is not None
     raise ApiError(422, f"Invalid operator '{operator}'")
+
+
+def main() -> None:
+    """Serve one emulated cluster until stdin closes; print its admin environment as JSON."""
+    import sys
+
+    with Emulator() as emulator:
+        print(json.dumps(emulator.env()), flush=True)
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()

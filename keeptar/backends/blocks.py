@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import io
+import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -59,41 +60,63 @@ class BlockWriter:
         self._put = put_block
         self._block_size = block_size
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keeptar-put")
-        self._slots = threading.Semaphore(in_flight)
+        # Buffers are allocated once and recycled: in_flight waiting plus one filling.
+        self._free: queue.Queue[bytearray] = queue.Queue()
+        self._allocated = 0
+        self._max_buffers = in_flight + 1
         self._futures: list[Future[str]] = []
-        self._buffer = bytearray()
+        self._buffer: bytearray | None = None
+        self._fill = 0
         self._size = 0
         self._stored = 0
         self._lock = threading.Lock()
         self._progress = progress
         self._closed = False
 
+    def _take_buffer(self) -> bytearray:
+        try:
+            return self._free.get_nowait()
+        except queue.Empty:
+            pass
+        if self._allocated < self._max_buffers:
+            self._allocated += 1
+            return bytearray(self._block_size)
+        while True:
+            try:
+                return self._free.get(timeout=0.5)
+            except queue.Empty:
+                self._check_failures()
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append *data* to the stream (copied; the caller may reuse it)."""
-        view = memoryview(data).cast("B") if not isinstance(data, bytes) else memoryview(data)
+        view = memoryview(data).cast("B")
         while len(view):
-            room = self._block_size - len(self._buffer)
-            piece = view[:room]
-            self._buffer += piece
-            self._size += len(piece)
-            view = view[len(piece) :]
-            if len(self._buffer) == self._block_size:
+            if self._buffer is None:
+                self._buffer = self._take_buffer()
+                self._fill = 0
+            count = min(len(view), self._block_size - self._fill)
+            self._buffer[self._fill : self._fill + count] = view[:count]
+            self._fill += count
+            self._size += count
+            view = view[count:]
+            if self._fill == self._block_size:
                 self._submit()
 
     def _submit(self) -> None:
         self._check_failures()
-        block, self._buffer = self._buffer, bytearray()
-        self._slots.acquire()
-        future = self._pool.submit(self._store, block)
-        self._futures.append(future)
+        assert self._buffer is not None
+        block, length = self._buffer, self._fill
+        self._buffer, self._fill = None, 0
+        self._futures.append(self._pool.submit(self._store, block, length))
 
-    def _store(self, block: bytearray) -> str:
+    def _store(self, block: bytearray, length: int) -> str:
         try:
-            locator = self._put(memoryview(block))
+            with memoryview(block) as whole, whole[:length] as view:
+                locator = self._put(view)
         finally:
-            self._slots.release()
+            self._free.put(block)
         with self._lock:
-            self._stored += len(block)
+            self._stored += length
             stored = self._stored
         if self._progress is not None:
             self._progress(stored)
@@ -116,7 +139,7 @@ class BlockWriter:
         Raises:
             BackendError: a block could not be stored.
         """
-        if self._buffer:
+        if self._buffer is not None and self._fill:
             self._submit()
         locators = []
         for future in self._futures:
@@ -137,7 +160,7 @@ class BlockWriter:
         for future in self._futures:
             future.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
-        self._buffer = bytearray()
+        self._buffer = None
 
     @property
     def size(self) -> int:

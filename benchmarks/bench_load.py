@@ -1,0 +1,136 @@
+"""Benchmark `keeptar load` against the arv-keepdocker path, side by side, in one run.
+
+Run:  python3 benchmarks/bench_load.py [--write] [--big]   (--write updates RESULTS.md;
+--big also loads a 4 GiB archive to measure peak RSS)
+
+Contenders on the same >= 1 GiB archive, page cache warm:
+- keeptar load on the embedded store (fresh store each run: every block is written);
+- keeptar load on the Arvados emulator (its own process, on 127.0.0.1);
+- arv-put of the file to the emulator, then a tarfile scan for manifest.json and the
+  config: what arv-keepdocker does after its `docker save`;
+- md5sum of the file: the single-core hashing limit.
+Targets (issue 4): >= 2x faster than arv-put + tarfile; >= 1.0x the md5sum rate;
+peak RSS < 300 MiB on a 4 GiB input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _common import archive_in_subprocess, machine, run  # noqa: E402
+from bench_inspect import write_section  # noqa: E402
+
+TARFILE_SCAN = (
+    "import json, sys, tarfile\n"
+    "with tarfile.open(sys.argv[1]) as t:\n"
+    "    m = json.load(t.extractfile('manifest.json'))\n"
+    "    json.load(t.extractfile(m[0]['Config']))\n"
+)
+
+
+def start_emulator() -> tuple[subprocess.Popen[str], dict[str, str]]:
+    process = subprocess.Popen(
+        [sys.executable, str(HERE.parent / "tests" / "arvados_emulator.py")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    env = json.loads(process.stdout.readline())
+    return process, env
+
+
+def main() -> None:
+    path = archive_in_subprocess()
+    size_mib = path.stat().st_size / (1 << 20)
+    keeptar = shutil.which("keeptar") or "keeptar"
+    emulator, arv_env = start_emulator()
+    saved = dict(os.environ)
+    try:
+        run(["cat", str(path)])  # warm the page cache
+        md5 = run(["md5sum", str(path)])
+        homes = tempfile.mkdtemp(prefix="keeptar-bench-home-")
+        os.environ["KEEPTAR_BACKEND"] = "local"
+        local_runs = []
+        for number in range(3):
+            os.environ["KEEPTAR_HOME"] = f"{homes}/{number}"
+            local_runs.append(run([keeptar, "load", "--no-progress", str(path)], repeat=1))
+        local = sorted(local_runs, key=lambda r: r.seconds)[1]
+        shutil.rmtree(homes, ignore_errors=True)
+        os.environ.update(arv_env)
+        os.environ["KEEPTAR_BACKEND"] = "arvados"
+        remote = run([keeptar, "load", "--force", "--no-progress", str(path)])
+        scan = f'{sys.executable} -c "{TARFILE_SCAN}" {path}'
+        upstream = run(
+            f"arv-put --no-resume --no-cache --silent --name bench {path} >/dev/null && {scan}",
+            shell=True,
+        )
+        big = None
+        if "--big" in sys.argv:
+            big_path = archive_in_subprocess(layers=4, layer_mib=1024)
+            os.environ["KEEPTAR_BACKEND"] = "local"
+            os.environ["KEEPTAR_HOME"] = tempfile.mkdtemp(prefix="keeptar-bench-big-")
+            big = run([keeptar, "load", "--no-progress", str(big_path)], repeat=1)
+            shutil.rmtree(os.environ["KEEPTAR_HOME"], ignore_errors=True)
+            big_gib = big_path.stat().st_size / (1 << 30)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        assert emulator.stdin is not None
+        emulator.stdin.close()
+        emulator.wait(timeout=60)
+
+    rows = [
+        ("md5sum FILE", md5),
+        ("keeptar load FILE (embedded store)", local),
+        ("keeptar load FILE (Arvados emulator)", remote),
+        ("arv-put FILE + tarfile scan (emulator)", upstream),
+    ]
+    lines = [
+        f"### `keeptar load` ({time.strftime('%Y-%m-%d')})",
+        "",
+        f"Machine: {machine()}. Archive: {size_mib / 1024:.2f} GiB docker-v2 archive, 3 layers "
+        "of 360 MiB, page cache warm; the emulator runs in its own process on 127.0.0.1. "
+        "Median of 3 runs, measured side by side in one run of `benchmarks/bench_load.py`.",
+        "",
+        "| command | seconds | MiB/s | peak RSS MiB |",
+        "|---|---:|---:|---:|",
+    ]
+    for label, result in rows:
+        lines.append(
+            f"| {label} | {result.seconds:.2f} | {size_mib / result.seconds:,.0f} "
+            f"| {result.max_rss_mib:.0f} |"
+        )
+    lines += [
+        "",
+        f"- vs arv-put + tarfile on the emulator: **{upstream.seconds / remote.seconds:.1f}x** "
+        "faster (target >= 2x)",
+        f"- embedded store vs md5sum: **{md5.seconds / local.seconds:.2f}x** the md5sum rate "
+        f"(target >= 1.0x); on the emulator {md5.seconds / remote.seconds:.2f}x",
+        f"- peak RSS: {local.max_rss_mib:.0f} MiB (embedded), {remote.max_rss_mib:.0f} MiB "
+        "(emulator)",
+    ]
+    if big is not None:
+        lines.append(
+            f"- {big_gib:.1f} GiB input on the embedded store: {big.seconds:.1f} s, "
+            f"peak RSS **{big.max_rss_mib:.0f} MiB** (target < 300 MiB)"
+        )
+    lines.append("")
+    report = "\n".join(lines)
+    print(report)
+    if "--write" in sys.argv:
+        write_section(report, "### `keeptar load`")
+
+
+if __name__ == "__main__":
+    main()
