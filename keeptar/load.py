@@ -491,7 +491,6 @@ def load_image(
     force: bool = False,
     force_image_format: bool = False,
     progress: Callable[[int], None] | None = None,
-    on_size: Callable[[int | None], None] | None = None,
 ) -> LoadResult:
     """Load an image into *backend* and register it; see the module docstring.
 
@@ -505,8 +504,7 @@ def load_image(
         name: collection name (default ``Docker image REPO:TAG HASH12``).
         force: upload and create a new collection even if the image is stored already.
         force_image_format: store an image the cluster's dockerImageFormats refuses.
-        progress: called with bytes read so far.
-        on_size: called once with the input size, when known, before reading.
+        progress: called with bytes of input read so far.
 
     Raises:
         KeeptarError: see :mod:`keeptar.errors`; nothing is left registered.
@@ -536,8 +534,6 @@ def load_image(
 
     if kind is SourceKind.DOCKER:
         with _docker_save(value) as stream:
-            if on_size:
-                on_size(None)
             return _load_stream(
                 target,
                 stream,
@@ -554,8 +550,6 @@ def load_image(
         if found is not None:
             return found
     with open_source(value) as stream:
-        if on_size:
-            on_size(stream.size)
         return _load_stream(
             target,
             stream,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -69,20 +70,12 @@ def load_command(
     """
     with reporting_errors():
         store = open_backend(backend, quiet=True)
-        sizes: list[int | None] = [None]
-        with progress_reporter(progress, None, "load") as report:
+        total = os.path.getsize(source) if source and os.path.isfile(source) else None
+        with progress_reporter(progress, total, "load") as report:
             result = load_image(
-                store,
-                source,
-                source_kind=from_,
-                project_uuid=project_uuid,
-                tag=tag,
-                image=image,
-                name=name,
-                force=force,
-                force_image_format=force_image_format,
+                store, source, source_kind=from_, project_uuid=project_uuid, tag=tag,
+                image=image, name=name, force=force, force_image_format=force_image_format,
                 progress=report,
-                on_size=sizes.append,
             )
     if as_json:
         emit_json(result.to_json())
