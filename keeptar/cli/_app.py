@@ -15,6 +15,8 @@ from keeptar.errors import KeeptarError
 
 __all__ = [
     "BackendOption",
+    "JsonOption",
+    "ProgressOption",
     "app",
     "emit_json",
     "main",
@@ -22,6 +24,13 @@ __all__ = [
     "reporting_errors",
 ]
 
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+ProgressOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--progress/--no-progress", help="Progress bar on stderr [default: if a terminal]."
+    ),
+]
 BackendOption = Annotated[
     str | None,
     typer.Option(
@@ -42,6 +51,7 @@ app = typer.Typer(
         "130 interrupted."
     ),
     no_args_is_help=True,
+    rich_markup_mode=None,  # help texts contain literal [brackets]
     pretty_exceptions_enable=False,
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},

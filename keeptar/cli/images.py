@@ -9,7 +9,7 @@ import typer
 from keeptar.backends import open_backend
 from keeptar.catalog.images import list_images
 from keeptar.catalog.references import parse_image_ref
-from keeptar.cli._app import BackendOption, app, emit_json, reporting_errors
+from keeptar.cli._app import BackendOption, JsonOption, app, emit_json, reporting_errors
 
 
 @app.command("images")
@@ -24,7 +24,7 @@ def images_command(
         str | None, typer.Option("--project-uuid", help="Only images registered in this project.")
     ] = None,
     backend: BackendOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """List images, preferred first (newest image timestamp, then newest link)."""
     with reporting_errors():

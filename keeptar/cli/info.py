@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 import typer
 
 from keeptar.backends import open_backend
-from keeptar.cli._app import BackendOption, app, emit_json, reporting_errors
+from keeptar.cli._app import BackendOption, JsonOption, app, emit_json, reporting_errors
 
 
 @app.command("info")
 def info_command(
     backend: BackendOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Show the storage backend, the user, and the image formats the cluster accepts."""
     with reporting_errors():

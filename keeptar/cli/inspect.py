@@ -7,7 +7,14 @@ from typing import Annotated
 import typer
 
 from keeptar.archive import inspect_source
-from keeptar.cli._app import app, emit_json, progress_reporter, reporting_errors
+from keeptar.cli._app import (
+    JsonOption,
+    ProgressOption,
+    app,
+    emit_json,
+    progress_reporter,
+    reporting_errors,
+)
 from keeptar.formats import ArchiveInfo
 from keeptar.streaming.sources import open_source
 
@@ -17,7 +24,7 @@ def inspect_command(
     target: Annotated[
         str, typer.Argument(help="Image archive: a file path, or - for standard input.")
     ] = "-",
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")] = False,
+    as_json: JsonOption = False,
     verify: Annotated[
         bool,
         typer.Option(
@@ -25,12 +32,7 @@ def inspect_command(
             help="Read every layer and check its sha256 against the config's diff IDs.",
         ),
     ] = False,
-    progress: Annotated[
-        bool | None,
-        typer.Option(
-            "--progress/--no-progress", help="Progress bar on stderr [default: if a terminal]."
-        ),
-    ] = None,
+    progress: ProgressOption = None,
 ) -> None:
     """Show the format, image IDs, tags, creation times and layers of an image archive.
 

@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 
 from keeptar.backends import open_backend
-from keeptar.cli._app import BackendOption, app, emit_json, progress_reporter, reporting_errors
+from keeptar.cli._app import (
+    BackendOption,
+    JsonOption,
+    ProgressOption,
+    app,
+    emit_json,
+    progress_reporter,
+    reporting_errors,
+)
 from keeptar.load import SourceKind, load_image
 
 
@@ -53,15 +61,8 @@ def load_command(
         ),
     ] = False,
     backend: BackendOption = None,
-    as_json: Annotated[
-        bool, typer.Option("--json", help="Print JSON instead of the UUID.")
-    ] = False,
-    progress: Annotated[
-        bool | None,
-        typer.Option(
-            "--progress/--no-progress", help="Progress bar on stderr [default: if a terminal]."
-        ),
-    ] = None,
+    as_json: JsonOption = False,
+    progress: ProgressOption = None,
 ) -> None:
     """Store a Docker image in Keep in one pass and register it as arv-keepdocker does.
 
@@ -73,8 +74,15 @@ def load_command(
         total = os.path.getsize(source) if source and os.path.isfile(source) else None
         with progress_reporter(progress, total, "load") as report:
             result = load_image(
-                store, source, source_kind=from_, project_uuid=project_uuid, tag=tag,
-                image=image, name=name, force=force, force_image_format=force_image_format,
+                store,
+                source,
+                source_kind=from_,
+                project_uuid=project_uuid,
+                tag=tag,
+                image=image,
+                name=name,
+                force=force,
+                force_image_format=force_image_format,
                 progress=report,
             )
     if as_json:
