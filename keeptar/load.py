@@ -20,8 +20,10 @@ from __future__ import annotations
 import contextlib
 import enum
 import json
+import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -31,7 +33,7 @@ from typing import Any
 
 from keeptar.archive import inspect_source
 from keeptar.backends import Backend, Record
-from keeptar.backends.blocks import BlockWriter, KeepFileReader
+from keeptar.backends.blocks import BlockWriter, KeepFileReader, store_file_mapped
 from keeptar.catalog.images import HASH_LINK, REPO_TAG_LINK, ensure_link, find_image_collections
 from keeptar.catalog.references import familiar_name, parse_image_ref
 from keeptar.errors import (
@@ -49,6 +51,7 @@ from keeptar.keep.manifest import (
     parse_manifest,
     single_file_manifest,
 )
+from keeptar.streaming.decompress import MAGIC_LENGTH, Compression, detect_compression
 from keeptar.streaming.sources import ByteSource, open_source, run_tar_stream
 
 __all__ = ["LoadResult", "SourceKind", "detect_source", "load_image"]
@@ -542,13 +545,20 @@ def load_image(
                 progress=progress,
             )
 
-    if kind is SourceKind.FILE and not force:
-        # A seekable file can be described in milliseconds: refuse or reuse before uploading.
+    if kind is SourceKind.FILE and _is_plain_file(value):
+        # A plain tar on disk: its metadata takes milliseconds (layers are seeked over),
+        # so refuse or reuse before uploading, then store the bytes straight from an mmap.
         chosen = _prescan_file(value, image)
         _check_format(chosen, formats, force_image_format)
-        found = _reuse_existing(target, chosen)
-        if found is not None:
-            return found
+        if not force:
+            found = _reuse_existing(target, chosen)
+            if found is not None:
+                return found
+        with open(value, "rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            stored = store_file_mapped(backend.put_block, stream.fileno(), size, progress=progress)
+        manifest = single_file_manifest(chosen.file_name, stored.locators, stored.size)
+        return _register(target, chosen, manifest_text=manifest)
     with open_source(value) as stream:
         return _load_stream(
             target,
@@ -557,3 +567,14 @@ def load_image(
             force_image_format=force_image_format,
             progress=progress,
         )
+
+
+def _is_plain_file(path: str) -> bool:
+    """Whether *path* is a regular file that starts like an uncompressed archive."""
+    try:
+        with open(path, "rb") as stream:
+            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
+                return False
+            return detect_compression(stream.read(MAGIC_LENGTH)) is Compression.NONE
+    except OSError:
+        return False

@@ -10,7 +10,9 @@ memory stays bounded whatever the stream's size.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import io
+import mmap
 import queue
 import threading
 from collections.abc import Callable
@@ -23,7 +25,13 @@ from keeptar.backends._protocol import Backend
 from keeptar.errors import BackendError, KeeptarError, NotFoundError
 from keeptar.keep.manifest import BLOCK_SIZE, ManifestFile, parse_manifest
 
-__all__ = ["BlockWriter", "KeepFileReader", "StoredStream", "read_file_range"]
+__all__ = [
+    "BlockWriter",
+    "KeepFileReader",
+    "StoredStream",
+    "read_file_range",
+    "store_file_mapped",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,7 @@ class BlockWriter:
         self._free: queue.Queue[bytearray] = queue.Queue()
         self._allocated = 0
         self._max_buffers = in_flight + 1
+        self._view_slots = threading.Semaphore(in_flight)
         self._futures: list[Future[str]] = []
         self._buffer: bytearray | None = None
         self._fill = 0
@@ -115,6 +124,36 @@ class BlockWriter:
                 locator = self._put(view)
         finally:
             self._free.put(block)
+        with self._lock:
+            self._stored += length
+            stored = self._stored
+        if self._progress is not None:
+            self._progress(stored)
+        return locator
+
+    def submit_view(self, view: memoryview, release: Callable[[], None] | None = None) -> None:
+        """Store *view*, one whole block, without copying it (e.g. a slice of an mmap).
+
+        The caller keeps *view* valid until *release* is called, once the block is
+        stored (or abandoned).  At most ``in_flight`` views are pending at once.
+        """
+        if self._fill:
+            raise ValueError("submit_view() after a partial write()")
+        self._check_failures()
+        while not self._view_slots.acquire(timeout=0.5):
+            self._check_failures()
+        self._size += len(view)
+        self._futures.append(self._pool.submit(self._store_view, view, release))
+
+    def _store_view(self, view: memoryview, release: Callable[[], None] | None) -> str:
+        try:
+            locator = self._put(view)
+        finally:
+            length = len(view)
+            view.release()
+            if release is not None:
+                release()
+            self._view_slots.release()
         with self._lock:
             self._stored += length
             stored = self._stored
@@ -276,3 +315,38 @@ class KeepFileReader(io.RawIOBase):
         view[:count] = self._block(segment.locator)[start : start + count]
         self._position += count
         return count
+
+
+def store_file_mapped(
+    put_block: Callable[[memoryview], str],
+    fd: int,
+    size: int,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> StoredStream:
+    """Store a regular file's bytes as Keep blocks straight from an mmap of it.
+
+    No user-space copy: each 64 MiB slice is hashed and stored from the mapping on
+    the writer's worker threads, then its pages are dropped (``MADV_DONTNEED``), so
+    resident memory stays at a few blocks whatever the file's size.
+    """
+    if size == 0:
+        return StoredStream((), 0)
+    with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapping:
+        views: list[memoryview] = []
+        try:
+            with BlockWriter(put_block, progress=progress) as writer:
+                for start in range(0, size, BLOCK_SIZE):
+                    length = min(BLOCK_SIZE, size - start)
+                    view = memoryview(mapping)[start : start + length]
+                    views.append(view)
+
+                    def drop(start: int = start, length: int = length) -> None:
+                        with contextlib.suppress(ValueError, OSError):
+                            mapping.madvise(mmap.MADV_DONTNEED, start, length)
+
+                    writer.submit_view(view, drop)
+                return writer.finish()
+        finally:
+            for view in views:
+                view.release()
