@@ -375,7 +375,7 @@ def _load_stream(
     """One pass over archive bytes: read the tar while storing every byte as Keep blocks."""
     backend = target.backend
     scanner = ArchiveScanner()
-    with BlockWriter(backend.put_block) as writer:
+    with BlockWriter(backend.put_block, detach=not backend.stores_in_place) as writer:
         run_tar_stream(source, scanner, tap=writer.write, progress=progress)
         _, images = read_images(scanner.scan)
         image = _choose_image(images, image_ref)
@@ -556,7 +556,13 @@ def load_image(
                 return found
         with open(value, "rb") as stream:
             size = os.fstat(stream.fileno()).st_size
-            stored = store_file_mapped(backend.put_block, stream.fileno(), size, progress=progress)
+            stored = store_file_mapped(
+                backend.put_block,
+                stream.fileno(),
+                size,
+                detach=not backend.stores_in_place,
+                progress=progress,
+            )
         manifest = single_file_manifest(chosen.file_name, stored.locators, stored.size)
         return _register(target, chosen, manifest_text=manifest)
     with open_source(value) as stream:

@@ -49,6 +49,10 @@ class Backend(Protocol):
 
     #: ``"local"`` or ``"arvados"``.
     kind: str
+    #: True if ``put_block`` writes straight from the caller's buffer; False if it
+    #: copies the block first anyway (callers may then hand it a private copy and
+    #: free their source before the upload runs).
+    stores_in_place: bool
 
     def server_facts(self) -> ServerFacts:
         """Return cluster facts (accepted image formats, UUID prefix, replication)."""

@@ -51,6 +51,7 @@ class ArvadosBackend:
     """
 
     kind = "arvados"
+    stores_in_place = False  # KeepClient.put keeps its own copy of each block
 
     def __init__(
         self, api: Any = None, *, num_retries: int | None = None, quiet: bool = False
@@ -165,7 +166,7 @@ class ArvadosBackend:
     def put_block(self, data: bytes | memoryview) -> str:
         copies = self.server_facts().default_replication
         locator: str = self._call(
-            "storing a block in Keep", lambda: self._keep.put(bytes(data), copies=copies)
+            "storing a block in Keep", lambda: self._keep.put(_as_bytes(data), copies=copies)
         )
         return locator
 
@@ -275,6 +276,20 @@ def _silence_sdk_logging() -> None:
         logger.propagate = False
         if not any(isinstance(h, _Discard) for h in logger.handlers):
             logger.addHandler(_Discard())
+
+
+def _as_bytes(data: bytes | memoryview) -> bytes:
+    """*data* as bytes, without a copy when it already views a whole bytes object.
+
+    KeepClient reads the block through a BytesIO, which shares a bytes object but
+    would copy anything else.
+    """
+    if isinstance(data, bytes):
+        return data
+    owner = data.obj
+    if isinstance(owner, bytes) and len(owner) == data.nbytes:
+        return owner
+    return bytes(data)
 
 
 def _reason(exc: BaseException) -> str:

@@ -52,6 +52,8 @@ class BlockWriter:
         workers: threads storing blocks.
         in_flight: finished blocks allowed to wait for storage at once.
         progress: called with the number of bytes stored so far.
+        detach: the store copies each block anyway (``Backend.stores_in_place`` is
+            False): fill one buffer and hand the store private copies.
 
     Use as a context manager; leaving it by an exception abandons pending blocks.
     """
@@ -64,8 +66,10 @@ class BlockWriter:
         workers: int = 2,
         in_flight: int = 2,
         progress: Callable[[int], None] | None = None,
+        detach: bool = False,
     ) -> None:
         self._put = put_block
+        self._detach = detach
         self._block_size = block_size
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keeptar-put")
         # Buffers are allocated once and recycled: in_flight waiting plus one filling.
@@ -114,6 +118,16 @@ class BlockWriter:
     def _submit(self) -> None:
         self._check_failures()
         assert self._buffer is not None
+        if self._detach:
+            # The store copies anyway: give it a private copy now and keep filling the
+            # one buffer, so memory is one buffer plus the blocks in flight.
+            while not self._view_slots.acquire(timeout=0.5):
+                self._check_failures()
+            private = bytes(memoryview(self._buffer)[: self._fill])
+            self._fill = 0
+            future = self._pool.submit(self._store_view, memoryview(private), None, False)
+            self._futures.append(future)
+            return
         block, length = self._buffer, self._fill
         self._buffer, self._fill = None, 0
         self._futures.append(self._pool.submit(self._store, block, length))
@@ -131,11 +145,19 @@ class BlockWriter:
             self._progress(stored)
         return locator
 
-    def submit_view(self, view: memoryview, release: Callable[[], None] | None = None) -> None:
+    def submit_view(
+        self,
+        view: memoryview,
+        release: Callable[[], None] | None = None,
+        *,
+        detach: bool = False,
+    ) -> None:
         """Store *view*, one whole block, without copying it (e.g. a slice of an mmap).
 
         The caller keeps *view* valid until *release* is called, once the block is
-        stored (or abandoned).  At most ``in_flight`` views are pending at once.
+        stored (or abandoned).  With *detach*, the worker copies the block and
+        releases the view before storing the copy (for stores that copy anyway).
+        At most ``in_flight`` views are pending at once.
         """
         if self._fill:
             raise ValueError("submit_view() after a partial write()")
@@ -143,16 +165,31 @@ class BlockWriter:
         while not self._view_slots.acquire(timeout=0.5):
             self._check_failures()
         self._size += len(view)
-        self._futures.append(self._pool.submit(self._store_view, view, release))
+        self._futures.append(self._pool.submit(self._store_view, view, release, detach))
 
-    def _store_view(self, view: memoryview, release: Callable[[], None] | None) -> str:
+    def _store_view(
+        self, view: memoryview, release: Callable[[], None] | None, detach: bool
+    ) -> str:
+        length = len(view)
+        released = False
+
+        def let_go() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                view.release()
+                if release is not None:
+                    release()
+
         try:
-            locator = self._put(view)
+            if detach:
+                private = bytes(view)  # the store copies anyway: free the source first
+                let_go()
+                locator = self._put(memoryview(private))
+            else:
+                locator = self._put(view)
         finally:
-            length = len(view)
-            view.release()
-            if release is not None:
-                release()
+            let_go()
             self._view_slots.release()
         with self._lock:
             self._stored += length
@@ -322,13 +359,15 @@ def store_file_mapped(
     fd: int,
     size: int,
     *,
+    detach: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> StoredStream:
     """Store a regular file's bytes as Keep blocks straight from an mmap of it.
 
     No user-space copy: each 64 MiB slice is hashed and stored from the mapping on
     the writer's worker threads, then its pages are dropped (``MADV_DONTNEED``), so
-    resident memory stays at a few blocks whatever the file's size.
+    resident memory stays at a few blocks whatever the file's size.  *detach*: see
+    :meth:`BlockWriter.submit_view`.
     """
     if size == 0:
         return StoredStream((), 0)
@@ -345,7 +384,7 @@ def store_file_mapped(
                         with contextlib.suppress(ValueError, OSError):
                             mapping.madvise(mmap.MADV_DONTNEED, start, length)
 
-                    writer.submit_view(view, drop)
+                    writer.submit_view(view, drop, detach=detach)
                 return writer.finish()
         finally:
             for view in views:

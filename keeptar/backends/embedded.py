@@ -110,6 +110,7 @@ class EmbeddedBackend:
     """
 
     kind = "local"
+    stores_in_place = True
 
     def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
         self.home = Path(home) if home is not None else default_home()
