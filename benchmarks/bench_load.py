@@ -70,6 +70,7 @@ def main() -> None:
         os.environ.update(arv_env)
         os.environ["KEEPTAR_BACKEND"] = "arvados"
         remote = run([keeptar, "load", "--force", "--no-progress", str(path)])
+        remote_pipe = run(f"{keeptar} load --force --no-progress - < {path}", shell=True, repeat=1)
         scan = f'{sys.executable} -c "{TARFILE_SCAN}" {path}'
         upstream = run(
             f"arv-put --no-resume --no-cache --silent --name bench {path} >/dev/null && {scan}",
@@ -94,6 +95,7 @@ def main() -> None:
         ("md5sum FILE", md5),
         ("keeptar load FILE (embedded store)", local),
         ("keeptar load FILE (Arvados emulator)", remote),
+        ("keeptar load - < FILE (Arvados emulator, stream path)", remote_pipe),
         ("arv-put FILE + tarfile scan (emulator)", upstream),
     ]
     lines = [
@@ -118,7 +120,7 @@ def main() -> None:
         f"- embedded store vs md5sum: **{md5.seconds / local.seconds:.2f}x** the md5sum rate "
         f"(target >= 1.0x); on the emulator {md5.seconds / remote.seconds:.2f}x",
         f"- peak RSS: {local.max_rss_mib:.0f} MiB (embedded), {remote.max_rss_mib:.0f} MiB "
-        "(emulator)",
+        f"(emulator, file), {remote_pipe.max_rss_mib:.0f} MiB (emulator, stdin)",
     ]
     if big is not None:
         lines.append(
