@@ -138,11 +138,7 @@ class BlockWriter:
                 locator = self._put(view)
         finally:
             self._free.put(block)
-        with self._lock:
-            self._stored += length
-            stored = self._stored
-        if self._progress is not None:
-            self._progress(stored)
+        self._stored_more(length)
         return locator
 
     def submit_view(
@@ -191,12 +187,15 @@ class BlockWriter:
         finally:
             let_go()
             self._view_slots.release()
+        self._stored_more(length)
+        return locator
+
+    def _stored_more(self, length: int) -> None:
         with self._lock:
             self._stored += length
             stored = self._stored
         if self._progress is not None:
             self._progress(stored)
-        return locator
 
     def _check_failures(self) -> None:
         for future in self._futures:
