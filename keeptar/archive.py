@@ -6,10 +6,14 @@ import os
 from collections.abc import Callable
 from typing import BinaryIO
 
+from keeptar.backends import Backend, Record
+from keeptar.backends.blocks import KeepFileReader
+from keeptar.errors import NotFoundError, UsageError
 from keeptar.formats import ArchiveInfo, ArchiveScanner, read_images
+from keeptar.keep.manifest import ManifestFile, parse_manifest
 from keeptar.streaming.sources import ByteSource, open_source, run_tar_stream
 
-__all__ = ["inspect_archive", "inspect_source"]
+__all__ = ["find_image_file", "inspect_archive", "inspect_collection", "inspect_source"]
 
 
 def inspect_source(
@@ -52,3 +56,42 @@ def inspect_archive(
     """
     with open_source(target) as source:
         return inspect_source(source, verify=verify, progress=progress)
+
+
+def find_image_file(
+    backend: Backend, collection: str, path: str = ""
+) -> tuple[Record, ManifestFile]:
+    """Return a collection and its image file: *path*, or its one top-level ``.tar``.
+
+    Raises:
+        NotFoundError: no such collection or file, or no ``.tar`` file.
+        UsageError: several ``.tar`` files and no *path* to choose one (as crunch-run).
+    """
+    record = backend.get_collection(collection)
+    files = parse_manifest(record["manifest_text"])
+    if path:
+        for item in files:
+            if item.path == path:
+                return record, item
+        raise NotFoundError(f"collection {collection} has no file {path!r}")
+    tars = [item for item in files if "/" not in item.path and item.path.endswith(".tar")]
+    if not tars:
+        raise NotFoundError(f"collection {collection} holds no .tar image file")
+    if len(tars) > 1:
+        names = ", ".join(item.path for item in tars)
+        raise UsageError(f"collection {collection} holds several .tar files: {names}")
+    return record, tars[0]
+
+
+def inspect_collection(
+    backend: Backend, collection: str, path: str = "", *, verify: bool = False
+) -> tuple[ArchiveInfo, int, int]:
+    """Describe the image archive stored in a collection, fetching as few blocks as it can.
+
+    Returns:
+        The description, the number of Keep blocks fetched, and the file's block count.
+    """
+    _, item = find_image_file(backend, collection, path)
+    reader = KeepFileReader(backend, item, name=f"{collection}/{item.path}")
+    info = inspect_source(ByteSource(reader, reader.name), verify=verify)  # type: ignore[arg-type]
+    return info, reader.blocks_fetched, len({segment.locator for segment in item.segments})

@@ -21,7 +21,6 @@ import contextlib
 import enum
 import json
 import os
-import re
 import shutil
 import stat
 import subprocess
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keeptar.archive import inspect_source
+from keeptar.archive import find_image_file, inspect_source
 from keeptar.backends import Backend, Record
 from keeptar.backends.blocks import BlockWriter, KeepFileReader, store_file_mapped
 from keeptar.catalog.images import HASH_LINK, REPO_TAG_LINK, ensure_link, find_image_collections
@@ -45,7 +44,7 @@ from keeptar.errors import (
 )
 from keeptar.formats import ArchiveScanner, ImageInfo, read_images
 from keeptar.keep.manifest import (
-    ManifestFile,
+    is_collection_uuid,
     is_portable_data_hash,
     manifest_from_segments,
     parse_manifest,
@@ -56,7 +55,6 @@ from keeptar.streaming.sources import ByteSource, open_source, run_tar_stream
 
 __all__ = ["LoadResult", "SourceKind", "detect_source", "load_image"]
 
-_COLLECTION_UUID = re.compile(r"[a-z0-9]{5}-4zz18-[a-z0-9]{15}")
 _MOUNT_RECORD = ".arvados#collection"
 
 
@@ -132,7 +130,7 @@ def _mount_file(path: Path) -> _CollectionFile | None:
                     return _CollectionFile(ident, resolved.relative_to(parent).as_posix())
     parts = resolved.parts
     for index, part in enumerate(parts[:-1]):
-        if is_portable_data_hash(part) or _COLLECTION_UUID.fullmatch(part):
+        if is_portable_data_hash(part) or is_collection_uuid(part):
             return _CollectionFile(part, "/".join(parts[index + 1 :]))
     return None
 
@@ -163,7 +161,7 @@ def detect_source(
         if forced in (SourceKind.FILE, SourceKind.ARV_MOUNT) and not Path(argument).is_file():
             raise UsageError(f"{argument}: no such file")
         if forced is SourceKind.COLLECTION and not (
-            is_portable_data_hash(argument) or _COLLECTION_UUID.fullmatch(argument)
+            is_portable_data_hash(argument) or is_collection_uuid(argument)
         ):
             raise UsageError(f"{argument!r} is not a collection PDH or UUID")
         return forced, argument
@@ -180,7 +178,7 @@ def detect_source(
     if path.is_file():
         kind = SourceKind.ARV_MOUNT if _mount_file(path) else SourceKind.FILE
         return kind, argument
-    if is_portable_data_hash(argument) or _COLLECTION_UUID.fullmatch(argument):
+    if is_portable_data_hash(argument) or is_collection_uuid(argument):
         return SourceKind.COLLECTION, argument
     raise UsageError(
         f"{argument!r} is not a file, a collection PDH or a collection UUID "
@@ -395,23 +393,6 @@ def _prescan_file(path: str, image_ref: str | None) -> ImageInfo:
     return _choose_image(info.images, image_ref)
 
 
-def _collection_file(backend: Backend, ref: _CollectionFile) -> tuple[Record, ManifestFile]:
-    record = backend.get_collection(ref.collection)
-    files = parse_manifest(record["manifest_text"])
-    if ref.path:
-        for item in files:
-            if item.path == ref.path:
-                return record, item
-        raise NotFoundError(f"collection {ref.collection} has no file {ref.path!r}")
-    tars = [item for item in files if "/" not in item.path and item.path.endswith(".tar")]
-    if not tars:
-        raise NotFoundError(f"collection {ref.collection} holds no .tar image file")
-    if len(tars) > 1:
-        names = ", ".join(item.path for item in tars)
-        raise UsageError(f"collection {ref.collection} holds several .tar files: {names}")
-    return record, tars[0]
-
-
 def _load_collection_file(
     target: _Target,
     ref: _CollectionFile,
@@ -421,7 +402,7 @@ def _load_collection_file(
 ) -> LoadResult:
     """Register a file already in Keep by reusing its blocks (#9147)."""
     backend = target.backend
-    record, item = _collection_file(backend, ref)
+    record, item = find_image_file(backend, ref.collection, ref.path)
     reader = KeepFileReader(backend, item, name=f"{ref.collection}/{item.path}")
     info = inspect_source(ByteSource(reader, reader.name))  # type: ignore[arg-type]
     image = _choose_image(info.images, image_ref)

@@ -588,3 +588,64 @@ def test_images_lists_what_arv_keepdocker_registered(emulator: Any, dockerd: str
     assert len(rows) == 1
     assert rows[0]["collection"] == uuid
     assert rows[0]["image_id"] == TRUTH["buildah-docker-archive.tar"]["images"][0]["id"]
+
+
+def big_layer_archive(path: Path, layer_mib: int) -> Path:
+    """A real docker save with one layer replaced by *layer_mib* MiB of data (diff ID kept
+    consistent), so the archive spans several 64 MiB Keep blocks."""
+    import hashlib
+    import io
+    import tarfile
+
+    with tarfile.open(APP) as src:
+        members = [(m, src.extractfile(m).read() if m.isfile() else None) for m in src]  # type: ignore[union-attr]
+    payload = hashlib.shake_256(b"big layer").digest(layer_mib << 20)
+    manifest = json.loads(next(d for m, d in members if m.name == "manifest.json"))  # type: ignore[arg-type]
+    layer_name = manifest[0]["Layers"][0]
+    config_name = manifest[0]["Config"]
+    config = json.loads(next(d for m, d in members if m.name == config_name))  # type: ignore[arg-type]
+    config["rootfs"]["diff_ids"][0] = "sha256:" + hashlib.sha256(payload).hexdigest()
+    config_bytes = json.dumps(config).encode()
+    new_config = hashlib.sha256(config_bytes).hexdigest() + ".json"
+    manifest[0]["Config"] = new_config
+    with tarfile.open(path, "w") as out:
+        for info, data in members:
+            if info.name == layer_name:
+                data = payload
+            elif info.name == config_name:
+                info.name, data = new_config, config_bytes
+            elif info.name == "manifest.json":
+                data = json.dumps(manifest).encode()
+            if data is not None:
+                info.size = len(data)
+            out.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def test_inspect_a_collection_reads_few_blocks(backend: Any, tmp_path: Path) -> None:
+    from keeptar import inspect_archive
+    from keeptar.archive import inspect_collection
+
+    archive = big_layer_archive(tmp_path / "big.tar", 200)
+    loaded = load_image(backend, str(archive), force=True)
+    info, fetched, blocks = inspect_collection(backend, loaded.portable_data_hash)
+    assert blocks == 4
+    assert fetched < blocks
+    assert info.to_json() == inspect_archive(archive).to_json()
+    verified, fetched_all, _ = inspect_collection(backend, loaded.uuid, verify=True)
+    assert verified.to_json() == inspect_archive(archive, verify=True).to_json()
+    assert fetched_all == blocks
+
+
+def test_cli_inspects_a_collection(local_home: Path) -> None:
+    loaded = load_image(__import__("keeptar.backends", fromlist=["open_backend"]).open_backend(),
+                        str(APP), force=True)
+    result = subprocess.run([sys.executable, "-m", "keeptar", "inspect", "--json",
+                             loaded.portable_data_hash], capture_output=True, timeout=120,
+                            env={**os.environ})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["images"][0]["id"] == APP_ID
+    assert b"read 1 of 1 Keep blocks" in result.stderr
+    missing = subprocess.run([sys.executable, "-m", "keeptar", "inspect",
+                              "local-4zz18-000000000000000"], capture_output=True, timeout=120)
+    assert missing.returncode == 6 and b"not found" in missing.stderr

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from keeptar.archive import inspect_source
+from keeptar.archive import inspect_collection, inspect_source
+from keeptar.backends import open_backend
 from keeptar.cli._app import (
+    BackendOption,
     JsonOption,
     ProgressOption,
     app,
@@ -16,13 +19,17 @@ from keeptar.cli._app import (
     reporting_errors,
 )
 from keeptar.formats import ArchiveInfo
+from keeptar.keep.manifest import is_collection_uuid, is_portable_data_hash
 from keeptar.streaming.sources import open_source
 
 
 @app.command("inspect")
 def inspect_command(
     target: Annotated[
-        str, typer.Argument(help="Image archive: a file path, or - for standard input.")
+        str,
+        typer.Argument(
+            help="Image archive: a file path, - for standard input, or a collection PDH or UUID."
+        ),
     ] = "-",
     as_json: JsonOption = False,
     verify: Annotated[
@@ -33,19 +40,38 @@ def inspect_command(
         ),
     ] = False,
     progress: ProgressOption = None,
+    backend: BackendOption = None,
 ) -> None:
     """Show the format, image IDs, tags, creation times and layers of an image archive.
 
     Reads plain or compressed (gzip, zstd, xz, bzip2) archives in one pass.
-    Layer data is skipped unless --verify is given.
+    Layer data is skipped unless --verify is given; for a collection, only the
+    Keep blocks holding headers and metadata are fetched.
     """
-    with reporting_errors(), open_source(target) as source:
-        with progress_reporter(progress, source.size, "inspect") as report:
-            info = inspect_source(source, verify=verify, progress=report)
-        if as_json:
-            emit_json(info.to_json())
+    with reporting_errors():
+        if _is_collection(target):
+            store = open_backend(backend, quiet=True)
+            info, fetched, blocks = inspect_collection(store, target, verify=verify)
+            note = f"read {fetched} of {blocks} Keep blocks"
         else:
-            typer.echo(render_text(info))
+            with (
+                open_source(target) as source,
+                progress_reporter(progress, source.size, "inspect") as report,
+            ):
+                info = inspect_source(source, verify=verify, progress=report)
+            note = ""
+    if as_json:
+        emit_json(info.to_json())
+    else:
+        typer.echo(render_text(info))
+    if note:
+        typer.echo(note, err=True)
+
+
+def _is_collection(target: str) -> bool:
+    if target == "-" or Path(target).exists():
+        return False
+    return is_portable_data_hash(target) or is_collection_uuid(target)
 
 
 def render_text(info: ArchiveInfo) -> str:

@@ -22,6 +22,7 @@ __all__ = [
     "Locator",
     "ManifestFile",
     "escape_name",
+    "is_collection_uuid",
     "is_portable_data_hash",
     "manifest_from_segments",
     "parse_manifest",
@@ -36,6 +37,7 @@ BLOCK_SIZE = 1 << 26
 EMPTY_BLOCK = "d41d8cd98f00b204e9800998ecf8427e+0"
 _LOCATOR = re.compile(r"([0-9a-f]{32})\+([0-9]+)((?:\+[A-Z][A-Za-z0-9@_-]*)*)")
 _PDH = re.compile(r"[0-9a-f]{32}\+[0-9]+")
+_COLLECTION_UUID = re.compile(r"[a-z0-9]{5}-4zz18-[a-z0-9]{15}")
 _ESCAPE = re.compile(r"[\\:\000-\040]")
 _UNESCAPE = re.compile(r"\\([0-7]{3})")
 
@@ -74,6 +76,11 @@ def escape_name(name: str) -> str:
 def unescape_name(text: str) -> str:
     """Undo :func:`escape_name` (and accept unescaped text)."""
     return _UNESCAPE.sub(lambda m: chr(int(m.group(1), 8)), text)
+
+
+def is_collection_uuid(text: str) -> bool:
+    """Whether *text* looks like a collection UUID (``xxxxx-4zz18-<15>``)."""
+    return bool(_COLLECTION_UUID.fullmatch(text))
 
 
 def is_portable_data_hash(text: str) -> bool:
