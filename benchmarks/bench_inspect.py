@@ -69,10 +69,11 @@ def main() -> None:
     ]
     for label, result in rows:
         rate = "" if "start-up" in label else f"{size_gib * 1024 / result.seconds:,.0f}"
-        lines.append(f"| {label} | {result.seconds:.3f} | {rate} | {result.max_rss_mib:.0f} |")
+        cell = label.replace("|", "\\|")  # a literal pipe would split the table cell
+        lines.append(f"| {cell} | {result.seconds:.3f} | {rate} | {result.max_rss_mib:.0f} |")
     lines += [
         f"| `inspect_archive(FILE)` in process (no start-up) | {api:.4f} | | |",
-        f"| `cat FILE |` `inspect_source(pipe)` in process | {api_pipe:.3f} "
+        f"| `cat FILE \\|` `inspect_source(pipe)` in process | {api_pipe:.3f} "
         f"| {size_gib * 1024 / api_pipe:,.0f} | |",
         "",
         f"- pipe inspect vs md5sum: **{md5.seconds / api_pipe:.1f}x** faster for the reader "
@@ -97,7 +98,7 @@ def write_section(report: str, heading: str) -> None:
     start = text.find(heading)
     if start >= 0:
         end = text.find("\n### ", start + 1)
-        text = text[:start] + report + ("" if end < 0 else text[end + 1 :])
+        text = text[:start] + report.rstrip("\n") + "\n\n" + ("" if end < 0 else text[end + 1 :])
     else:
         text = text.rstrip("\n") + "\n\n" + report
     RESULTS.write_text(text)
