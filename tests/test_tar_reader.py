@@ -289,6 +289,29 @@ def test_skip_reports_skippable_and_accepts_skipped_input() -> None:
         reader.skip_input(1)
 
 
+@pytest.mark.parametrize("fed", [512, 600, 5000, 5500, 5632])
+def test_skip_input_with_bytes_still_buffered(fed: int) -> None:
+    """skip_data() right after the header, with part of the data (or padding) fed already."""
+    body = b"q" * 5000
+    data = build([entry("big", body), entry("small.json", b"{}")], tarfile.GNU_FORMAT)
+    reader = TarReader()
+    reader.feed(data[:fed])
+    header = reader.next_event()
+    assert isinstance(header, MemberHeader) and header.name == "big"
+    reader.skip_data()
+    skipped = reader.skippable()
+    assert skipped == max(0, 5120 - (fed - 512))
+    reader.skip_input(skipped)
+    reader.feed(data[fed + skipped :])
+    reader.feed_eof()
+    events = []
+    while (event := reader.next_event()) is not NEED_DATA:
+        events.append(event)
+    assert [type(e).__name__ for e in events] == ["MemberEnd", "MemberHeader", "MemberData",
+                                                  "MemberEnd", "ArchiveEnd"]
+    assert events[1].name == "small.json" and bytes(events[2].data) == b"{}"
+
+
 def test_types() -> None:
     data = build(EDGE_SETS["links-forward"] + EDGE_SETS["dirs"], tarfile.GNU_FORMAT)
     types = {e.name: e.type for e in read_all(data) if isinstance(e, MemberHeader)}

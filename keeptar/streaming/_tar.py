@@ -181,12 +181,14 @@ class TarReader:
         """Record that the source skipped *count* bytes that :meth:`skippable` allowed."""
         if count < 0 or count > self.skippable():
             raise UsageError(f"skip_input({count}) exceeds skippable() = {self.skippable()}")
-        # Buffered bytes are consumed first, so the skipped ones come after them.
+        # Bytes still buffered come first in the stream, then the skipped ones: both
+        # count against the member's remaining data, then its padding.
+        discarded = self._buffered + count
         self._drop(self._buffered)
         self._offset += count
-        taken = min(count, self._remaining)
+        taken = min(discarded, self._remaining)
         self._remaining -= taken
-        self._padding -= count - taken
+        self._padding -= discarded - taken
 
     @property
     def offset(self) -> int:
