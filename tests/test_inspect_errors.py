@@ -245,3 +245,17 @@ def test_broken_stdout_is_quiet() -> None:
     )
     os.close(write_end)
     assert b"Traceback" not in result.stderr
+
+
+def test_the_capture_cap_is_configurable_and_reported() -> None:
+    from keeptar.errors import ArchiveError
+    from keeptar.formats import ArchiveScanner, read_images
+    from keeptar.streaming.sources import open_source, run_tar_stream
+
+    config = str(manifest()[0]["Config"])
+    size = next(m.size for m, _ in members_of(APP) if m.name == config)
+    scanner = ArchiveScanner(member_cap=size - 1)
+    with open_source(APP) as source:
+        run_tar_stream(source, scanner)
+    with pytest.raises(ArchiveError, match=f"is {size} bytes, over the {size - 1}-byte cap"):
+        read_images(scanner.scan)

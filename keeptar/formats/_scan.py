@@ -98,7 +98,7 @@ class ArchiveScanner:
         member_cap: int = DEFAULT_MEMBER_CAP,
         total_cap: int = DEFAULT_TOTAL_CAP,
     ) -> None:
-        self.scan = ArchiveScan()
+        self.scan = ArchiveScan(member_cap=member_cap)
         self._digest = digest
         self._member_cap = member_cap
         self._total_cap = total_cap
@@ -140,7 +140,7 @@ class ArchiveScanner:
                 self._total += header.size
                 if self._total > self._total_cap:
                     raise ArchiveError(
-                        f"the archive's metadata members exceed the {self._total_cap >> 20} MiB "
+                        f"the archive's metadata members exceed the {_size_text(self._total_cap)} "
                         f"cap at member {header.name!r}",
                         header.header_offset,
                     )
@@ -215,6 +215,10 @@ class ArchiveScanner:
         self._inner = None
 
 
+def _size_text(size: int) -> str:
+    return f"{size >> 20} MiB" if size >= 1 << 20 and not size % (1 << 20) else f"{size}-byte"
+
+
 def _looks_like_json(data: memoryview) -> bool:
     head = bytes(data[:64]).lstrip()
     return head[:1] in (b"{", b"[") or not head
@@ -223,7 +227,8 @@ def _looks_like_json(data: memoryview) -> bool:
 class ArchiveScan:
     """Members of one archive, by normalised path, with captured data and digests."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, member_cap: int = DEFAULT_MEMBER_CAP) -> None:
+        self.member_cap = member_cap
         self.members: dict[str, Member] = {}
         self.order: list[str] = []
         self.end: ArchiveEnd | None = None
@@ -296,7 +301,7 @@ class ArchiveScan:
             if member.oversize:
                 raise ArchiveError(
                     f"{what}: {member.path!r} is {member.size} bytes, over the "
-                    f"{DEFAULT_MEMBER_CAP >> 20} MiB cap for metadata members"
+                    f"{_size_text(self.member_cap)} cap for metadata members"
                 )
             raise ArchiveError(f"{what}: {member.path!r} is not a JSON metadata member")
         return member, member.data
