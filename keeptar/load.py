@@ -404,14 +404,17 @@ def _load_collection_file(
     backend = target.backend
     record, item = find_image_file(backend, ref.collection, ref.path)
     reader = KeepFileReader(backend, item, name=f"{ref.collection}/{item.path}")
+    compression = detect_compression(reader.read(MAGIC_LENGTH))
+    if compression is not Compression.NONE:
+        # Decided from the first block: a compressed file would be read whole for nothing.
+        raise UsageError(
+            f"{reader.name} is {compression.value}-compressed; Arvados needs a plain .tar, "
+            "so load it from a file or stdin to store it decompressed"
+        )
+    reader.seek(0)
     info = inspect_source(ByteSource(reader, reader.name))  # type: ignore[arg-type]
     image = _choose_image(info.images, image_ref)
     _check_format(image, backend.server_facts().docker_image_formats, force_image_format)
-    if info.compression != "none":
-        raise UsageError(
-            f"{reader.name} is {info.compression}-compressed; Arvados needs a plain .tar, "
-            "so load it from a file or stdin to store it decompressed"
-        )
     if not target.force:
         found = _reuse_existing(target, image)
         if found is not None:

@@ -173,6 +173,30 @@ def test_collection_source_reuses_blocks(backend: Any) -> None:
     assert ("docker_image_repo+tag", "kt/src:2") in links_on(backend, again.uuid)
 
 
+def test_compressed_collection_file_is_refused_from_its_first_block(
+    backend: Any, tmp_path: Path
+) -> None:
+    from keeptar.backends.blocks import BlockWriter
+    from keeptar.keep import single_file_manifest
+
+    data = gzip.compress(big_layer_archive(tmp_path / "one.tar", 1).read_bytes(), 1)
+    with BlockWriter(backend.put_block, block_size=1 << 16) as writer:
+        writer.write(data)
+        stored = writer.finish()
+    record = backend.create_collection(
+        manifest_text=single_file_manifest("image.tar", stored.locators, stored.size),
+        name=f"gz {os.urandom(3).hex()}", owner_uuid=backend.current_user().uuid, properties={})
+    fetched: list[str] = []
+    original = backend.get_block
+    backend.get_block = lambda locator: fetched.append(locator) or original(locator)
+    try:
+        with pytest.raises(UsageError, match="gzip-compressed"):
+            load_image(backend, record["uuid"])
+    finally:
+        backend.get_block = original
+    assert len(stored.locators) > 5 and len(fetched) == 1
+
+
 def test_detect_source(tmp_path: Path) -> None:
     assert detect_source(str(APP)) == (SourceKind.FILE, str(APP))
     assert detect_source(None, stdin_is_tty=False) == (SourceKind.STDIN, "-")
