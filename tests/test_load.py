@@ -185,7 +185,10 @@ def test_compressed_collection_file_is_refused_from_its_first_block(
         stored = writer.finish()
     record = backend.create_collection(
         manifest_text=single_file_manifest("image.tar", stored.locators, stored.size),
-        name=f"gz {os.urandom(3).hex()}", owner_uuid=backend.current_user().uuid, properties={})
+        name=f"gz {os.urandom(3).hex()}",
+        owner_uuid=backend.current_user().uuid,
+        properties={},
+    )
     fetched: list[str] = []
     original = backend.get_block
     backend.get_block = lambda locator: fetched.append(locator) or original(locator)
@@ -429,7 +432,7 @@ def test_v1_refused_on_a_v2_only_cluster(emulator: Any) -> None:
     assert b"migrate19" in result.stderr and len(result.stderr.splitlines()) == 1
 
 
-def test_unwritable_project(emulator: Any) -> None:
+def test_project_that_is_not_visible(emulator: Any) -> None:
     result = keeptar(
         emulator,
         "load",
@@ -438,8 +441,24 @@ def test_unwritable_project(emulator: Any) -> None:
         str(APP),
         account=emulator.alice,
     )
-    assert result.returncode in (6, 7), result.stderr  # bob's project is not even visible
-    assert b"Traceback" not in result.stderr
+    assert result.returncode == 6, result.stderr  # Alice cannot see Bob's project at all
+    assert b"not found" in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_project_that_is_read_only(emulator: Any) -> None:
+    from arvados_emulator import Emulator
+
+    with Emulator() as own:  # a cluster of its own: the share must not leak into other tests
+        own.share(own.bob_project["uuid"], own.alice, "can_read")
+        result = keeptar(
+            own, "load", "--project-uuid", own.bob_project["uuid"], str(APP), account=own.alice
+        )
+        assert result.returncode == 7, result.stderr
+        assert b"cannot write to project" in result.stderr
+        assert [c for c in own.tables["collections"].values()] == []
+        assert [
+            link for link in own.tables["links"].values() if link["link_class"] != "permission"
+        ] == []
 
 
 @pytest.mark.parametrize("where", ["keepstore", "collections", "links"])
@@ -662,14 +681,23 @@ def test_inspect_a_collection_reads_few_blocks(backend: Any, tmp_path: Path) -> 
 
 
 def test_cli_inspects_a_collection(local_home: Path) -> None:
-    loaded = load_image(__import__("keeptar.backends", fromlist=["open_backend"]).open_backend(),
-                        str(APP), force=True)
-    result = subprocess.run([sys.executable, "-m", "keeptar", "inspect", "--json",
-                             loaded.portable_data_hash], capture_output=True, timeout=120,
-                            env={**os.environ})
+    loaded = load_image(
+        __import__("keeptar.backends", fromlist=["open_backend"]).open_backend(),
+        str(APP),
+        force=True,
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "keeptar", "inspect", "--json", loaded.portable_data_hash],
+        capture_output=True,
+        timeout=120,
+        env={**os.environ},
+    )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["images"][0]["id"] == APP_ID
     assert b"read 1 of 1 Keep blocks" in result.stderr
-    missing = subprocess.run([sys.executable, "-m", "keeptar", "inspect",
-                              "local-4zz18-000000000000000"], capture_output=True, timeout=120)
+    missing = subprocess.run(
+        [sys.executable, "-m", "keeptar", "inspect", "local-4zz18-000000000000000"],
+        capture_output=True,
+        timeout=120,
+    )
     assert missing.returncode == 6 and b"not found" in missing.stderr
