@@ -519,16 +519,6 @@ def load_image(
                 raise
             kind = SourceKind.FILE  # a mount of another cluster: copy the bytes instead
 
-    if kind is SourceKind.DOCKER:
-        with _docker_save(value) as stream:
-            return _load_stream(
-                target,
-                stream,
-                image_ref=image,
-                force_image_format=force_image_format,
-                progress=progress,
-            )
-
     if kind is SourceKind.FILE and _is_plain_file(value):
         # A plain tar on disk: its metadata takes milliseconds (layers are seeked over),
         # so refuse or reuse before uploading, then store the bytes straight from an mmap.
@@ -549,7 +539,8 @@ def load_image(
             )
         manifest = single_file_manifest(chosen.file_name, stored.locators, stored.size)
         return _register(target, chosen, manifest_text=manifest)
-    with open_source(value) as stream:
+    opened = _docker_save(value) if kind is SourceKind.DOCKER else open_source(value)
+    with opened as stream:
         return _load_stream(
             target,
             stream,

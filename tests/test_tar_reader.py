@@ -307,8 +307,13 @@ def test_skip_input_with_bytes_still_buffered(fed: int) -> None:
     events = []
     while (event := reader.next_event()) is not NEED_DATA:
         events.append(event)
-    assert [type(e).__name__ for e in events] == ["MemberEnd", "MemberHeader", "MemberData",
-                                                  "MemberEnd", "ArchiveEnd"]
+    assert [type(e).__name__ for e in events] == [
+        "MemberEnd",
+        "MemberHeader",
+        "MemberData",
+        "MemberEnd",
+        "ArchiveEnd",
+    ]
     assert events[1].name == "small.json" and bytes(events[2].data) == b"{}"
 
 

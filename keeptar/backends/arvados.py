@@ -115,10 +115,7 @@ class ArvadosBackend:
             kwargs["select"] = list(select)
         pages = self._util.keyset_list_all(method, num_retries=self._retries, **kwargs)
         while True:
-            try:
-                item = self._call(what, lambda: next(pages, None))
-            except StopIteration:  # pragma: no cover - next() with a default never raises it
-                return
+            item = self._call(what, lambda: next(pages, None))
             if item is None:
                 return
             yield item if select is None else {k: item[k] for k in select if k in item}

@@ -29,7 +29,12 @@ from typing import Any
 
 from keeptar.backends._protocol import Filters, Record, ServerFacts, User
 from keeptar.errors import BackendError, ConflictError, NotFoundError, UsageError
-from keeptar.keep.manifest import Locator, is_portable_data_hash, portable_data_hash
+from keeptar.keep.manifest import (
+    Locator,
+    is_portable_data_hash,
+    parse_manifest,
+    portable_data_hash,
+)
 
 __all__ = ["LOCAL_PREFIX", "LOCAL_USER_UUID", "EmbeddedBackend", "default_home"]
 
@@ -289,8 +294,6 @@ class EmbeddedBackend:
         raise AssertionError("unreachable")
 
     def _check_blocks(self, manifest_text: str) -> None:
-        from keeptar.keep.manifest import parse_manifest
-
         try:
             files = parse_manifest(manifest_text)
         except UsageError as exc:

@@ -15,7 +15,7 @@ from typing import Any
 from keeptar.errors import ArchiveError, VerificationError
 from keeptar.formats._model import ArchiveFormat, ImageInfo, LayerInfo
 from keeptar.formats._names import MANIFEST_JSON
-from keeptar.formats._scan import ArchiveScan, Member, is_hex64
+from keeptar.formats._scan import ArchiveScan, Member, is_hex64, parse_json
 from keeptar.streaming import normalize_member_path
 
 __all__ = ["ManifestItem", "check_archive_path", "images_from_manifest", "read_manifest"]
@@ -78,10 +78,7 @@ def read_manifest(scan: ArchiveScan) -> list[ManifestItem]:
 
 def config_name_digest(path: str) -> str | None:
     """The hex digest a config member's name claims (``<hex>.json``, ``sha256:<hex>``…)."""
-    base = path.rsplit("/", 1)[-1]
-    for prefix in ("sha256:",):
-        base = base.removeprefix(prefix)
-    base = base.removesuffix(".json")
+    base = path.rsplit("/", 1)[-1].removeprefix("sha256:").removesuffix(".json")
     return base if is_hex64(base) else None
 
 
@@ -102,7 +99,7 @@ def read_config(scan: ArchiveScan, path: str, *, what: str) -> tuple[str, Mappin
         raise VerificationError(
             f"{what}: {path!r} has sha256 {digest}, not the {claimed} its name claims"
         )
-    config = scan.read_json(path, what=what)
+    config = parse_json(data, what=f"{what} ({path})")
     if not isinstance(config, Mapping):
         raise ArchiveError(f"{what}: {path!r} is not a JSON object")
     return "sha256:" + digest, config

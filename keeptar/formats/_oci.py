@@ -15,7 +15,7 @@ from keeptar.formats._names import (
     MEDIA_DOCKER_LIST,
     MEDIA_OCI_INDEX,
 )
-from keeptar.formats._scan import ArchiveScan, is_hex64
+from keeptar.formats._scan import ArchiveScan, is_hex64, parse_json
 
 __all__ = ["Descriptor", "blob_path", "parse_descriptor", "walk_manifests"]
 
@@ -72,7 +72,7 @@ def read_blob_json(scan: ArchiveScan, descriptor: Descriptor, *, what: str) -> A
         raise VerificationError(
             f"{what}: blob has digest {actual}, descriptor says {descriptor.digest}"
         )
-    return scan.read_json(blob_path(descriptor), what=what)
+    return parse_json(data, what=f"{what} ({blob_path(descriptor)})")
 
 
 def image_name(annotations: Mapping[str, str]) -> str | None:

@@ -200,11 +200,6 @@ class TarReader:
         """Bytes fed after the end-of-archive marker (ignored)."""
         return self._trailing
 
-    @property
-    def current_member(self) -> MemberHeader | None:
-        """The member whose data is being read, if any."""
-        return self._member if self._state is _State.DATA else None
-
     # ---- events ------------------------------------------------------------------
 
     def next_event(self) -> MemberHeader | MemberData | MemberEnd | ArchiveEnd | NeedData:

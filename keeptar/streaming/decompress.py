@@ -17,12 +17,11 @@ import enum
 import lzma
 import zlib
 from collections import deque
-from typing import Protocol
 
 from keeptar.errors import ArchiveError
 from keeptar.streaming._events import NEED_DATA, NeedData
 
-__all__ = ["Compression", "Decompressor", "detect_compression", "new_decompressor"]
+__all__ = ["Compression", "Decompressor", "detect_compression"]
 
 DEFAULT_MAX_CHUNK = 1 << 20
 
@@ -53,16 +52,6 @@ def detect_compression(head: bytes) -> Compression:
         if head.startswith(magic):
             return kind
     return Compression.NONE
-
-
-class _Member(Protocol):
-    """One compressed member: the subset of the stdlib decompressor API we use."""
-
-    @property
-    def eof(self) -> bool: ...
-    @property
-    def unused_data(self) -> bytes: ...
-    def decompress(self, data: bytes, max_length: int) -> bytes: ...
 
 
 class _ZlibMember:
@@ -265,8 +254,3 @@ class Decompressor:
         self._between_members = False
         self._seen_member = True
         return True
-
-
-def new_decompressor(kind: Compression, *, max_chunk: int = DEFAULT_MAX_CHUNK) -> Decompressor:
-    """Return a :class:`Decompressor` for *kind*."""
-    return Decompressor(kind, max_chunk=max_chunk)

@@ -299,10 +299,7 @@ def _run_compressed(
             break
         if end is not None and tap is None:
             # The archive is complete: drain the rest without decompressing it.
-            source.skip(1 << 62)
-            chunk = b""
-            decompressor = Decompressor(kind)  # the drained tail is not checked
-            decompressor.feed_eof()
+            source.skip(1 << 62)  # the drained tail is not checked
             break
         chunk = source.read(READ_SIZE)
     if end is None:
