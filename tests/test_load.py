@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from conftest import fixture_path, load_truth
+from conftest import fixture_path, load_truth, run_keeptar
 from keeptar.backends.blocks import read_file_range
 from keeptar.errors import ArchiveError, BackendError, ConflictError, NotFoundError, UsageError
 from keeptar.keep import parse_manifest
@@ -229,13 +229,12 @@ def keeptar(
     stdin: Any = None,
     **env: str,
 ) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "keeptar", *args],
+    """Run keeptar against *emulator* as *account* (admin by default)."""
+    return run_keeptar(
+        *args,
         input=input,
         stdin=stdin,
-        capture_output=True,
-        timeout=300,
-        env={**os.environ, **emulator.env(account), "KEEPTAR_RETRIES": "2", **env},
+        env={**emulator.env(account), "KEEPTAR_RETRIES": "2", **env},
     )
 
 
