@@ -239,6 +239,57 @@ def test_embedded_refuses_manifests_naming_missing_blocks(local_home: Path) -> N
         )
 
 
+@pytest.mark.parametrize(
+    "kind, size",
+    [
+        ("aligned mmap", 1 << 20),
+        ("aligned mmap, unaligned tail", (1 << 20) + 1234),
+        ("aligned mmap, shorter than a page", 100),
+        ("unaligned bytes", (1 << 20) + 7),
+        ("empty", 0),
+    ],
+)
+def test_embedded_block_files_hold_exactly_the_bytes(
+    local_home: Path, kind: str, size: int
+) -> None:
+    """Direct I/O where the buffer allows it, the page cache otherwise: same bytes."""
+    import mmap
+
+    from keeptar.backends.embedded import EmbeddedBackend
+
+    payload = hashlib.shake_256(kind.encode()).digest(size)
+    data: Any
+    if kind.startswith("aligned"):
+        data = mmap.mmap(-1, max(size, 1))
+        data[:size] = payload
+        view = memoryview(data)[:size]
+    else:
+        view = memoryview(payload)
+    backend = EmbeddedBackend(local_home)
+    locator = backend.put_block(view)
+    md5 = hashlib.md5(payload).hexdigest()
+    assert locator == f"{md5}+{size}"
+    assert (local_home / "keep" / md5[:3] / md5).read_bytes() == payload
+    assert backend.get_block(locator) == payload
+    assert not list((local_home / "keep").glob("tmp*")), "temporary file left behind"
+
+
+def test_embedded_block_write_failure_leaves_nothing(local_home: Path) -> None:
+    import threading
+
+    from keeptar.backends.embedded import EmbeddedBackend
+
+    backend = EmbeddedBackend(local_home)
+    # Occupy the temporary name with a directory, so creating the file fails.
+    blocker = local_home / "keep" / f"tmp.{os.getpid()}.{threading.get_ident()}"
+    blocker.mkdir()
+    with pytest.raises(BackendError, match="writing block"):
+        backend.put_block(b"some block")
+    blocker.rmdir()
+    assert [p.name for p in (local_home / "keep").iterdir()] == []
+    assert backend.put_block(b"some block").startswith(hashlib.md5(b"some block").hexdigest())
+
+
 def test_embedded_image_formats_are_configurable(local_home: Path) -> None:
     from keeptar.backends.embedded import EmbeddedBackend
 

@@ -73,12 +73,14 @@ class BlockWriter:
         self._block_size = block_size
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keeptar-put")
         # Buffers are allocated once and recycled: in_flight waiting plus one filling.
-        self._free: queue.Queue[bytearray] = queue.Queue()
+        # They are anonymous mmaps, so page-aligned: the embedded store can write them
+        # with direct I/O.
+        self._free: queue.Queue[mmap.mmap] = queue.Queue()
         self._allocated = 0
         self._max_buffers = in_flight + 1
         self._view_slots = threading.Semaphore(in_flight)
         self._futures: list[Future[str]] = []
-        self._buffer: bytearray | None = None
+        self._buffer: mmap.mmap | None = None
         self._fill = 0
         self._size = 0
         self._stored = 0
@@ -86,14 +88,14 @@ class BlockWriter:
         self._progress = progress
         self._closed = False
 
-    def _take_buffer(self) -> bytearray:
+    def _take_buffer(self) -> mmap.mmap:
         try:
             return self._free.get_nowait()
         except queue.Empty:
             pass
         if self._allocated < self._max_buffers:
             self._allocated += 1
-            return bytearray(self._block_size)
+            return mmap.mmap(-1, self._block_size)
         while True:
             try:
                 return self._free.get(timeout=0.5)
@@ -132,7 +134,7 @@ class BlockWriter:
         self._buffer, self._fill = None, 0
         self._futures.append(self._pool.submit(self._store, block, length))
 
-    def _store(self, block: bytearray, length: int) -> str:
+    def _store(self, block: mmap.mmap, length: int) -> str:
         try:
             with memoryview(block) as whole, whole[:length] as view:
                 locator = self._put(view)
