@@ -32,7 +32,7 @@ from typing import Any
 
 from keeptar.archive import find_image_file, inspect_source
 from keeptar.backends import Backend, Record
-from keeptar.backends.blocks import BlockWriter, KeepFileReader, store_file_mapped
+from keeptar.backends.blocks import BlockWriter, KeepFileReader, store_file
 from keeptar.catalog.images import HASH_LINK, REPO_TAG_LINK, ensure_link, find_image_collections
 from keeptar.catalog.references import familiar_name, parse_image_ref
 from keeptar.errors import (
@@ -521,7 +521,7 @@ def load_image(
 
     if kind is SourceKind.FILE and _is_plain_file(value):
         # A plain tar on disk: its metadata takes milliseconds (layers are seeked over),
-        # so refuse or reuse before uploading, then store the bytes straight from an mmap.
+        # so refuse or reuse before uploading, then store the file's bytes (store_file).
         chosen = _prescan_file(value, image)
         _check_format(chosen, formats, force_image_format)
         if not force:
@@ -530,7 +530,7 @@ def load_image(
                 return found
         with open(value, "rb") as stream:
             size = os.fstat(stream.fileno()).st_size
-            stored = store_file_mapped(
+            stored = store_file(
                 backend.put_block,
                 stream.fileno(),
                 size,

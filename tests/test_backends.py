@@ -472,3 +472,35 @@ def test_backend_selection_from_the_sdk_settings_file(
     backend = open_backend()
     assert backend.kind == "arvados"
     assert backend.current_user().uuid == emulator.admin.uuid
+
+
+@pytest.mark.parametrize("detach", [False, True], ids=["mapped", "pread"])
+def test_store_file_cuts_64_mib_blocks_in_order(tmp_path: Path, detach: bool) -> None:
+    from keeptar.backends.blocks import store_file
+    from keeptar.keep import BLOCK_SIZE
+
+    size = 2 * BLOCK_SIZE + 12345
+    path = tmp_path / "f"
+    path.write_bytes(hashlib.shake_256(b"store_file").digest(size))
+    stored: dict[str, bytes] = {}
+
+    def put(view: memoryview) -> str:
+        data = bytes(view)
+        locator = f"{hashlib.md5(data).hexdigest()}+{len(data)}"
+        stored[locator] = data
+        return locator
+
+    with open(path, "rb") as f:
+        result = store_file(put, f.fileno(), size, detach=detach)
+    assert result.size == size
+    assert [int(loc.split("+")[1]) for loc in result.locators] == [BLOCK_SIZE, BLOCK_SIZE, 12345]
+    assert b"".join(stored[loc] for loc in result.locators) == path.read_bytes()
+
+
+def test_store_file_reports_a_file_that_shrank(tmp_path: Path) -> None:
+    from keeptar.backends.blocks import store_file
+
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 1000)
+    with open(path, "rb") as f, pytest.raises(BackendError, match="shrank"):
+        store_file(lambda view: "x", f.fileno(), 5000, detach=True)

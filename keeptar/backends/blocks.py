@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import io
 import mmap
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -30,7 +32,7 @@ __all__ = [
     "KeepFileReader",
     "StoredStream",
     "read_file_range",
-    "store_file_mapped",
+    "store_file",
 ]
 
 
@@ -127,8 +129,7 @@ class BlockWriter:
                 self._check_failures()
             private = bytes(memoryview(self._buffer)[: self._fill])
             self._fill = 0
-            future = self._pool.submit(self._store_view, memoryview(private), None, False)
-            self._futures.append(future)
+            self._futures.append(self._pool.submit(self._store_read, lambda: private))
             return
         block, length = self._buffer, self._fill
         self._buffer, self._fill = None, 0
@@ -143,19 +144,11 @@ class BlockWriter:
         self._stored_more(length)
         return locator
 
-    def submit_view(
-        self,
-        view: memoryview,
-        release: Callable[[], None] | None = None,
-        *,
-        detach: bool = False,
-    ) -> None:
+    def submit_view(self, view: memoryview, release: Callable[[], None] | None = None) -> None:
         """Store *view*, one whole block, without copying it (e.g. a slice of an mmap).
 
         The caller keeps *view* valid until *release* is called, once the block is
-        stored (or abandoned).  With *detach*, the worker copies the block and
-        releases the view before storing the copy (for stores that copy anyway).
-        At most ``in_flight`` views are pending at once.
+        stored (or abandoned).  At most ``in_flight`` views are pending at once.
         """
         if self._fill:
             raise ValueError("submit_view() after a partial write()")
@@ -163,31 +156,39 @@ class BlockWriter:
         while not self._view_slots.acquire(timeout=0.5):
             self._check_failures()
         self._size += len(view)
-        self._futures.append(self._pool.submit(self._store_view, view, release, detach))
+        self._futures.append(self._pool.submit(self._store_view, view, release))
 
-    def _store_view(
-        self, view: memoryview, release: Callable[[], None] | None, detach: bool
-    ) -> str:
-        length = len(view)
-        released = False
+    def submit_read(self, read: Callable[[], bytes], length: int) -> None:
+        """Store the block that *read* returns (*length* bytes), reading it on a worker.
 
-        def let_go() -> None:
-            nonlocal released
-            if not released:
-                released = True
-                view.release()
-                if release is not None:
-                    release()
+        For stores that copy anyway: the block exists only while it is stored.  At
+        most ``in_flight`` reads or stores are pending at once.
+        """
+        if self._fill:
+            raise ValueError("submit_read() after a partial write()")
+        self._check_failures()
+        while not self._view_slots.acquire(timeout=0.5):
+            self._check_failures()
+        self._size += length
+        self._futures.append(self._pool.submit(self._store_read, read))
 
+    def _store_read(self, read: Callable[[], bytes]) -> str:
         try:
-            if detach:
-                private = bytes(view)  # the store copies anyway: free the source first
-                let_go()
-                locator = self._put(memoryview(private))
-            else:
-                locator = self._put(view)
+            data = read()
+            locator = self._put(memoryview(data))
         finally:
-            let_go()
+            self._view_slots.release()
+        self._stored_more(len(data))
+        return locator
+
+    def _store_view(self, view: memoryview, release: Callable[[], None] | None) -> str:
+        length = len(view)
+        try:
+            locator = self._put(view)
+        finally:
+            view.release()
+            if release is not None:
+                release()
             self._view_slots.release()
         self._stored_more(length)
         return locator
@@ -355,7 +356,7 @@ class KeepFileReader(io.RawIOBase):
         return count
 
 
-def store_file_mapped(
+def store_file(
     put_block: Callable[[memoryview], str],
     fd: int,
     size: int,
@@ -363,15 +364,26 @@ def store_file_mapped(
     detach: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> StoredStream:
-    """Store a regular file's bytes as Keep blocks straight from an mmap of it.
+    """Store a regular file's bytes as Keep blocks, reading each block once.
 
-    No user-space copy: each 64 MiB slice is hashed and stored from the mapping on
-    the writer's worker threads, then its pages are dropped (``MADV_DONTNEED``), so
-    resident memory stays at a few blocks whatever the file's size.  *detach*: see
-    :meth:`BlockWriter.submit_view`.
+    For a store that writes from the caller's memory (*detach* False), each 64 MiB
+    slice of an mmap of the file is hashed and stored with no user-space copy,
+    then its pages are dropped (``MADV_DONTNEED``).  For a store that keeps its
+    own copy anyway (*detach* True, e.g. KeepClient), each worker reads its block
+    with ``pread`` into that copy, so nothing else is held: up to
+    ``DETACHED_IN_FLIGHT`` uploads run at once.  Either way resident memory stays
+    at a few blocks whatever the file's size.
     """
     if size == 0:
         return StoredStream((), 0)
+    if detach:
+        with BlockWriter(
+            put_block, workers=DETACHED_IN_FLIGHT, in_flight=DETACHED_IN_FLIGHT, progress=progress
+        ) as writer:
+            for start in range(0, size, BLOCK_SIZE):
+                length = min(BLOCK_SIZE, size - start)
+                writer.submit_read(functools.partial(_pread_all, fd, length, start), length)
+            return writer.finish()
     with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapping:
         views: list[memoryview] = []
         try:
@@ -385,8 +397,29 @@ def store_file_mapped(
                         with contextlib.suppress(ValueError, OSError):
                             mapping.madvise(mmap.MADV_DONTNEED, start, length)
 
-                    writer.submit_view(view, drop, detach=detach)
+                    writer.submit_view(view, drop)
                 return writer.finish()
         finally:
             for view in views:
                 view.release()
+
+
+DETACHED_IN_FLIGHT = 3
+"""Blocks uploaded at once from a file to a store that copies them (3 x 64 MiB)."""
+
+
+def _pread_all(fd: int, length: int, offset: int) -> bytes:
+    data = os.pread(fd, length, offset)
+    if len(data) == length:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < length:
+        more = os.pread(fd, length - got, offset + got)
+        if not more:
+            raise BackendError(
+                f"the file shrank while it was being stored (at byte {offset + got})"
+            )
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
