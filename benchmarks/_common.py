@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import subprocess
+import sysconfig
 import tarfile
 import time
 from dataclasses import dataclass
@@ -88,22 +89,50 @@ def _random(size: int, seed: int) -> bytes:
 class Run:
     seconds: float
     max_rss_mib: float
+    cpu_seconds: float = 0.0  # user + system time of the command, in the median run
+    server_cpu_seconds: float = 0.0  # CPU time of the *server* process, in the median run
 
 
-def run(command: list[str] | str, *, repeat: int = 3, shell: bool = False) -> Run:
-    """Run *command* *repeat* times; the median wall time and the peak RSS of any child."""
-    times, rss = [], 0.0
+def script(name: str) -> str:
+    """The installed console script *name* itself, not a version manager's shim.
+
+    (A pyenv shim is a shell script that runs ``pyenv`` first: ~60 ms a call that
+    belongs to neither contender.)
+    """
+    path = Path(sysconfig.get_path("scripts")) / name
+    return str(path) if path.exists() else name
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far by process *pid* (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(
+    command: list[str] | str, *, repeat: int = 3, shell: bool = False, server: int | None = None
+) -> Run:
+    """Run *command* *repeat* times: the median run's wall and CPU time, peak RSS of any child.
+
+    *server*: a process (e.g. the Arvados emulator) whose CPU time during each run
+    is recorded too.
+    """
+    runs, rss = [], 0.0
     for _ in range(repeat):
         os.sync()  # earlier writes' writeback must not throttle this run
+        server_before = process_cpu_seconds(server) if server else 0.0
         start = time.perf_counter()
         proc = subprocess.Popen(command, shell=shell, stdout=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)
-        times.append(time.perf_counter() - start)
+        seconds = time.perf_counter() - start
+        server_used = process_cpu_seconds(server) - server_before if server else 0.0
         if os.waitstatus_to_exitcode(status) != 0:
             raise SystemExit(f"benchmark command failed: {command}")
         rss = max(rss, usage.ru_maxrss / 1024)
-    times.sort()
-    return Run(times[len(times) // 2], rss)
+        runs.append((seconds, usage.ru_utime + usage.ru_stime, server_used))
+    runs.sort()
+    seconds, cpu, server_cpu = runs[len(runs) // 2]
+    return Run(seconds, rss, cpu, server_cpu)
 
 
 def machine() -> str:

@@ -8,7 +8,6 @@ the seekable file under 0.1 s whatever the layer sizes; peak RSS under 100 MiB.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import archive_in_subprocess, machine, run
+from _common import archive_in_subprocess, machine, run, script
 
 from keeptar import inspect_archive, inspect_source
 from keeptar.streaming.sources import ByteSource
@@ -27,7 +26,7 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 def main() -> None:
     path = archive_in_subprocess()
     size_gib = path.stat().st_size / (1 << 30)
-    keeptar = shutil.which("keeptar") or "keeptar"
+    keeptar = script("keeptar")
     run(["cat", str(path)])  # warm the page cache so every contender reads from memory
     cat = run(["cat", str(path)])
     md5 = run(["md5sum", str(path)])

@@ -462,6 +462,9 @@ class _Server(ThreadingHTTPServer):
 
 class _Base(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle's algorithm the body
+    # waits for the client's delayed ACK (~40 ms a response), which real servers avoid.
+    disable_nagle_algorithm = True
     server: _Server
 
     def log_message(self, format: str, *args: Any) -> None:
