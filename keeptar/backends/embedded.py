@@ -28,6 +28,7 @@ import sqlite3
 import string
 import threading
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
@@ -149,9 +150,7 @@ class EmbeddedBackend:
             db = sqlite3.connect(self.home / "catalog.sqlite3", timeout=60, isolation_level=None)
             db.row_factory = sqlite3.Row
             db.execute("PRAGMA journal_mode=WAL")
-            # WAL's recommended setting: commits do not wait for fsync (a crash can lose
-            # the last registrations, never corrupt the catalog; a re-run restores them).
-            db.execute("PRAGMA synchronous=" + os.environ.get("KT_SQL", "FULL"))
+            db.execute("PRAGMA synchronous=FULL")  # a commit is durable when it returns
             db.execute("PRAGMA busy_timeout=60000")
             db.execute("PRAGMA case_sensitive_like=ON")
             self._local.db = db
@@ -243,8 +242,12 @@ class EmbeddedBackend:
         writing = self._block_io().submit(write_new_file, tmp, view)
         try:
             md5 = hashlib.md5(view).hexdigest()
-        finally:
-            error = writing.exception()  # waits: *view* must outlive the write
+        except BaseException:
+            futures.wait([writing])
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        error = writing.exception()  # waits: *view* must outlive the write
         path = self._block_path(md5)
         try:
             if error is not None:
