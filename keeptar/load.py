@@ -32,7 +32,7 @@ from typing import Any
 
 from keeptar.archive import find_image_file, inspect_source
 from keeptar.backends import Backend, Record
-from keeptar.backends.blocks import BlockWriter, KeepFileReader, store_file
+from keeptar.backends.blocks import BlockWriter, KeepFileReader, StoredStream, store_file
 from keeptar.catalog.images import HASH_LINK, REPO_TAG_LINK, ensure_link, find_image_collections
 from keeptar.catalog.references import familiar_name, parse_image_ref
 from keeptar.errors import (
@@ -379,6 +379,16 @@ def _load_stream(
         image = _choose_image(images, image_ref)
         _check_format(image, backend.server_facts().docker_image_formats, force_image_format)
         stored = writer.finish()
+    return _register_stored(target, image, stored)
+
+
+def _register_stored(target: _Target, image: ImageInfo, stored: StoredStream) -> LoadResult:
+    """Register freshly stored bytes as *image*.
+
+    Unless ``--force``, look for the image once more first: another load may have
+    registered it while these bytes were uploading, and the stored blocks are the
+    same either way (content-addressed), so reuse beats a duplicate collection.
+    """
     if not target.force:
         found = _reuse_existing(target, image)
         if found is not None:
@@ -537,8 +547,7 @@ def load_image(
                 detach=not backend.stores_in_place,
                 progress=progress,
             )
-        manifest = single_file_manifest(chosen.file_name, stored.locators, stored.size)
-        return _register(target, chosen, manifest_text=manifest)
+        return _register_stored(target, chosen, stored)
     opened = _docker_save(value) if kind is SourceKind.DOCKER else open_source(value)
     with opened as stream:
         return _load_stream(

@@ -103,6 +103,66 @@ def test_loading_again_creates_no_duplicates(backend: Any) -> None:
     assert first.repo_tag == "kt/again:latest"
 
 
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_a_load_that_registers_first_is_reused_not_duplicated(
+    backend: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, source: str
+) -> None:
+    """Two loads of one image at once: the later one reuses the first's collection."""
+    path = unique_image(fixture_path("docker-v2-untagged.tar"), tmp_path)
+    others: list[Any] = []
+    put_block = backend.put_block
+
+    def put_block_then_let_another_load_finish(data: Any) -> str:
+        locator: str = put_block(data)
+        if not others:  # the other load runs start to finish during this one's upload
+            others.append(load_image(type(backend)(*backend_args(backend)), str(path)))
+        return locator
+
+    monkeypatch.setattr(backend, "put_block", put_block_then_let_another_load_finish)
+    if source == "file":
+        result = load_image(backend, str(path))
+    else:
+        with open(path, "rb") as stream:
+            result = _load_stdin(backend, stream, "kt/race")
+    (other,) = others
+    assert result.uuid == other.uuid and result.reused
+    assert image_collections(backend, other.image_id) == {other.uuid}
+
+
+def unique_image(archive: Path, tmp_path: Path) -> Path:
+    """A copy of a docker-v2 *archive* whose image (config, so ID) no other test has."""
+    import hashlib
+    import io
+    import tarfile
+    import uuid
+
+    with tarfile.open(archive) as tar:
+        members = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar]  # type: ignore[union-attr]
+    data = {m.name: body for m, body in members}
+    manifest = json.loads(data["manifest.json"] or b"")
+    config = json.loads(data[manifest[0]["Config"]] or b"")
+    config["comment"] = f"keeptar test {uuid.uuid4()}"
+    config_bytes = json.dumps(config).encode()
+    config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
+    renamed = {manifest[0]["Config"]: config_name}
+    manifest[0]["Config"] = config_name
+    data.update({config_name: config_bytes, "manifest.json": json.dumps(manifest).encode()})
+    out = tmp_path / "unique.tar"
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
+        for member, _ in members:
+            member.name = renamed.get(member.name, member.name)
+            body = data[member.name]
+            if body is not None:
+                member.size = len(body)
+            tar.addfile(member, io.BytesIO(body) if body is not None else None)
+    return out
+
+
+def backend_args(backend: Any) -> tuple[Any, ...]:
+    """Arguments that open a second handle on the same store as *backend*."""
+    return (backend.home,) if backend.kind == "local" else ()
+
+
 def _load_stdin(backend: Any, stream: Any, tag: str) -> Any:
     saved = sys.stdin
     sys.stdin = type("Stdin", (), {"buffer": stream, "isatty": lambda self: False})()  # type: ignore[assignment]
