@@ -271,7 +271,7 @@ def test_embedded_block_files_hold_exactly_the_bytes(
     assert locator == f"{md5}+{size}"
     assert (local_home / "keep" / md5[:3] / md5).read_bytes() == payload
     assert backend.get_block(locator) == payload
-    assert not list((local_home / "keep").glob("tmp*")), "temporary file left behind"
+    assert not list((local_home / "keep" / "tmp").iterdir()), "temporary file left behind"
 
 
 def test_embedded_block_write_failure_leaves_nothing(local_home: Path) -> None:
@@ -281,13 +281,27 @@ def test_embedded_block_write_failure_leaves_nothing(local_home: Path) -> None:
 
     backend = EmbeddedBackend(local_home)
     # Occupy the temporary name with a directory, so creating the file fails.
-    blocker = local_home / "keep" / f"tmp.{os.getpid()}.{threading.get_ident()}"
-    blocker.mkdir()
+    blocker = local_home / "keep" / "tmp" / f"{os.getpid()}.{threading.get_ident()}"
+    blocker.mkdir(parents=True)
     with pytest.raises(BackendError, match="writing block"):
         backend.put_block(b"some block")
     blocker.rmdir()
-    assert [p.name for p in (local_home / "keep").iterdir()] == []
+    assert [p.name for p in (local_home / "keep").iterdir()] == ["tmp"]
+    assert not list((local_home / "keep" / "tmp").iterdir())
     assert backend.put_block(b"some block").startswith(hashlib.md5(b"some block").hexdigest())
+
+
+def test_embedded_removes_blocks_half_written_by_dead_processes(local_home: Path) -> None:
+    from keeptar.backends.embedded import EmbeddedBackend
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    tmp = local_home / "keep" / "tmp"
+    tmp.mkdir(parents=True)
+    (tmp / f"{dead.pid}.1").write_bytes(b"half a block from a process killed mid-write")
+    (tmp / f"{os.getpid()}.999").write_bytes(b"a live process's block in progress")
+    EmbeddedBackend(local_home).put_block(b"x")
+    assert sorted(p.name for p in tmp.iterdir()) == [f"{os.getpid()}.999"]
 
 
 def test_embedded_image_formats_are_configurable(local_home: Path) -> None:

@@ -3,6 +3,7 @@
 Layout of ``KEEPTAR_HOME`` (default ``$XDG_DATA_HOME/keeptar``)::
 
     keep/<md5[0:3]>/<md5>   blocks, as keepstore's unix volumes store them
+    keep/tmp/               blocks being written (stale ones are removed)
     catalog.sqlite3         collections, links and projects (WAL mode)
     config.json             optional: {"docker_image_formats": ["v2"]}
 
@@ -113,6 +114,16 @@ def _now() -> str:
 def _new_uuid(table: str) -> str:
     tail = "".join(secrets.choice(_ALPHABET) for _ in range(15))
     return f"{LOCAL_PREFIX}-{_TYPES[table]}-{tail}"
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
 
 
 class EmbeddedBackend:
@@ -238,7 +249,7 @@ class EmbeddedBackend:
             raise BackendError(f"block of {size} bytes is over the 64 MiB Keep limit")
         # The name is the md5, known only after hashing; meanwhile an I/O thread writes
         # the bytes to a temporary name, so hashing and the disk work at the same time.
-        tmp = self._keep / f"tmp.{os.getpid()}.{threading.get_ident()}"
+        tmp = self._keep / "tmp" / f"{os.getpid()}.{threading.get_ident()}"
         writing = self._block_io().submit(write_new_file, tmp, view)
         try:
             md5 = hashlib.md5(view).hexdigest()
@@ -266,8 +277,27 @@ class EmbeddedBackend:
     def _block_io(self) -> ThreadPoolExecutor:
         with self._block_io_lock:
             if self._block_io_pool is None:
+                self._remove_stale_temporary_files()
                 self._block_io_pool = ThreadPoolExecutor(2, thread_name_prefix="keeptar-disk")
             return self._block_io_pool
+
+    def _remove_stale_temporary_files(self) -> None:
+        """Delete half-written blocks left by keeptar processes that no longer run.
+
+        Temporary files are named ``keep/tmp/<pid>.<thread>``; a process killed
+        mid-write (SIGKILL, power loss) leaves one behind.
+        """
+        tmp_dir = self._keep / "tmp"
+        try:
+            tmp_dir.mkdir(exist_ok=True)
+            names = os.listdir(tmp_dir)
+        except OSError as exc:
+            raise BackendError(f"cannot use {tmp_dir}: {exc.strerror}") from None
+        for name in names:
+            pid = name.partition(".")[0]
+            if pid.isdigit() and not _process_exists(int(pid)):
+                with contextlib.suppress(OSError):
+                    (tmp_dir / name).unlink()
 
     def get_block(self, locator: str) -> bytes:
         parsed = Locator.parse(locator)
