@@ -56,6 +56,16 @@ def start_emulator() -> tuple[subprocess.Popen[str], dict[str, str]]:
     return process, env
 
 
+def table_row(label: str, result: Run, size_mib: float | None = None) -> str:
+    """One markdown row: seconds, MiB/s (when *size_mib* is given), RSS, CPU, emulator CPU."""
+    rate = f" {size_mib / result.seconds:,.0f} |" if size_mib else ""
+    server_cpu = f"{result.server_cpu_seconds:.2f}" if result.server_cpu_seconds else ""
+    return (
+        f"| {label} | {result.seconds:.2f} |{rate} {result.max_rss_mib:.0f} "
+        f"| {result.cpu_seconds:.2f} | {server_cpu} |"
+    )
+
+
 def docker_rows(path: Path, keeptar: str, server: int) -> tuple[Run, Run, Run]:
     """``--from docker`` against arv-keepdocker, on the image *path* holds (needs dockerd)."""
     image = "bench/big:latest"
@@ -163,12 +173,7 @@ def main() -> None:
         "| command | seconds | MiB/s | peak RSS MiB | command CPU s | emulator CPU s |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for label, result in rows:
-        server_cpu = f"{result.server_cpu_seconds:.2f}" if result.server_cpu_seconds else ""
-        lines.append(
-            f"| {label} | {result.seconds:.2f} | {size_mib / result.seconds:,.0f} "
-            f"| {result.max_rss_mib:.0f} | {result.cpu_seconds:.2f} | {server_cpu} |"
-        )
+    lines += [table_row(label, result, size_mib) for label, result in rows]
     lines += [
         "",
         f"- vs arv-put + tarfile on the emulator: **{upstream.seconds / remote.seconds:.1f}x** "
@@ -209,16 +214,11 @@ def main() -> None:
             "| command | seconds | peak RSS MiB | command CPU s | emulator CPU s |",
             "|---|---:|---:|---:|---:|",
         ]
-        for label, result in (
-            ("docker save IMAGE > /dev/null (the daemon alone)", save),
-            ("keeptar load --from docker IMAGE (Arvados emulator)", ours),
-            ("arv-keepdocker IMAGE (Arvados emulator)", theirs),
-        ):
-            server_cpu = f"{result.server_cpu_seconds:.2f}" if result.server_cpu_seconds else ""
-            lines.append(
-                f"| {label} | {result.seconds:.2f} | {result.max_rss_mib:.0f} "
-                f"| {result.cpu_seconds:.2f} | {server_cpu} |"
-            )
+        lines += [
+            table_row("docker save IMAGE > /dev/null (the daemon alone)", save),
+            table_row("keeptar load --from docker IMAGE (Arvados emulator)", ours),
+            table_row("arv-keepdocker IMAGE (Arvados emulator)", theirs),
+        ]
         lines += [
             "",
             f"- keeptar is **{theirs.seconds / ours.seconds:.2f}x** faster end to end; both wait "
