@@ -568,6 +568,36 @@ def test_failures_leave_nothing_and_rerun_is_clean(emulator: Any, where: str) ->
         assert len(list(backend.list_links([["name", "=", tag]]))) == 1
 
 
+def test_ctrl_c_during_a_file_upload_leaves_nothing(emulator: Any) -> None:
+    from keeptar.backends.arvados import ArvadosBackend
+
+    tag = "kt/interrupted-upload:1"
+    env = {**os.environ, **emulator.env(emulator.alice)}
+    command = [sys.executable, "-m", "keeptar", "load", "--force", "--tag", tag]
+    path = str(fixture_path("docker-v2-app.tar"))
+    puts = keep_puts(emulator)
+    fault = emulator.inject("PUT", "/keep/", delay=4.0, times=10)
+    try:
+        process = subprocess.Popen(
+            [*command, path], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        deadline = time.monotonic() + 30
+        while keep_puts(emulator) == puts and time.monotonic() < deadline:
+            time.sleep(0.05)  # until the upload has begun
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        fault.times = 0
+    assert process.returncode == 130, err
+    assert err.decode().strip() == "keeptar: error: interrupted"
+    with emulator.environment(emulator.alice):
+        assert list(ArvadosBackend().list_links([["name", "=", tag]])) == []
+    rerun = subprocess.run([*command, path], capture_output=True, env=env, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    with emulator.environment(emulator.alice):
+        assert len(list(ArvadosBackend().list_links([["name", "=", tag]]))) == 1
+
+
 def test_ctrl_c_leaves_nothing(emulator: Any) -> None:
     from keeptar.backends.arvados import ArvadosBackend
 

@@ -223,9 +223,12 @@ class BlockWriter:
         for future in self._futures:
             try:
                 locators.append(future.result())
-            except BaseException as exc:
+            except Exception as exc:  # a block could not be stored
                 self.abort()
                 self._raise(exc)
+            except BaseException:  # Ctrl-C while waiting: not a storage failure
+                self.abort()
+                raise
         self._closed = True
         self._pool.shutdown(wait=True)
         return StoredStream(tuple(locators), self._size)
