@@ -568,6 +568,42 @@ def test_failures_leave_nothing_and_rerun_is_clean(emulator: Any, where: str) ->
         assert len(list(backend.list_links([["name", "=", tag]]))) == 1
 
 
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_a_full_disk_is_a_clean_backend_error(
+    local_home: Path, tmp_path: Path, source: str
+) -> None:
+    """Block writes that fail (here: a file size limit, as a full disk would) exit 5."""
+    import resource
+
+    # The archive padded past the limit with zero blocks (as tar itself may pad); the
+    # limit stays above SQLite's 32 KiB shared-memory file.
+    path = tmp_path / "padded.tar"
+    path.write_bytes(fixture_path("docker-v2-app.tar").read_bytes() + bytes(128 * 1024))
+    assert run_keeptar("images").returncode == 0  # the catalog exists before the limit
+
+    def small_files_only() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+    arguments = ["load", "--no-progress", str(path) if source == "file" else "-"]
+    with open(path, "rb") as stdin:
+        result = subprocess.run(
+            [sys.executable, "-m", "keeptar", *arguments],
+            stdin=stdin,
+            capture_output=True,
+            preexec_fn=small_files_only,
+            timeout=120,
+        )
+    message = result.stderr.decode()
+    assert result.returncode == 5, message
+    assert re.fullmatch(
+        r"keeptar: error: writing block [0-9a-f]{32} to .*: File too large\n", message
+    )
+    assert run_keeptar("images", "--all", "--json").stdout == b"[]\n"
+    assert list((local_home / "keep" / "tmp").iterdir()) == []
+    with open(path, "rb") as stdin:
+        assert run_keeptar(*arguments, stdin=stdin).returncode == 0
+
+
 def test_ctrl_c_during_a_file_upload_leaves_nothing(emulator: Any) -> None:
     from keeptar.backends.arvados import ArvadosBackend
 

@@ -62,18 +62,20 @@ def _open_new(path: Path) -> int:
 
 
 def _write_all(fd: int, data: memoryview) -> None:
-    view = data.cast("B")
-    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
-    if _O_DIRECT and flags & _O_DIRECT:
-        aligned = len(view) - len(view) % _ALIGN
+    # Offsets, not sliced views, in locals: a traceback keeps a frame's locals alive,
+    # and a live view would keep the caller's mmap from closing.
+    with data.cast("B") as view:
+        size = len(view)
         written = 0
-        try:
-            while written < aligned:
-                written += os.write(fd, view[written:aligned])
-        except OSError as exc:
-            if exc.errno != errno.EINVAL:  # EINVAL: an unaligned buffer; use the cache
-                raise
-        fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
-        view = view[written:]
-    while len(view):
-        view = view[os.write(fd, view) :]
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        if _O_DIRECT and flags & _O_DIRECT:
+            aligned = size - size % _ALIGN
+            try:
+                while written < aligned:
+                    written += os.write(fd, view[written:aligned])
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:  # EINVAL: an unaligned buffer; use the cache
+                    raise
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~_O_DIRECT)
+        while written < size:
+            written += os.write(fd, view[written:])

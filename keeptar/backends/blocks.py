@@ -387,24 +387,28 @@ def store_file(
                 length = min(BLOCK_SIZE, size - start)
                 writer.submit_read(functools.partial(_pread_all, fd, length, start), length)
             return writer.finish()
-    with mmap.mmap(fd, 0, access=mmap.ACCESS_READ) as mapping:
-        views: list[memoryview] = []
-        try:
-            with BlockWriter(put_block, progress=progress) as writer:
-                for start in range(0, size, BLOCK_SIZE):
-                    length = min(BLOCK_SIZE, size - start)
-                    view = memoryview(mapping)[start : start + length]
-                    views.append(view)
+    mapping = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    views: list[memoryview] = []
+    try:
+        with BlockWriter(put_block, progress=progress) as writer:
+            for start in range(0, size, BLOCK_SIZE):
+                length = min(BLOCK_SIZE, size - start)
+                view = memoryview(mapping)[start : start + length]
+                views.append(view)
 
-                    def drop(start: int = start, length: int = length) -> None:
-                        with contextlib.suppress(ValueError, OSError):
-                            mapping.madvise(mmap.MADV_DONTNEED, start, length)
+                def drop(start: int = start, length: int = length) -> None:
+                    with contextlib.suppress(ValueError, OSError):
+                        mapping.madvise(mmap.MADV_DONTNEED, start, length)
 
-                    writer.submit_view(view, drop)
-                return writer.finish()
-        finally:
-            for view in views:
-                view.release()
+                writer.submit_view(view, drop)
+            return writer.finish()
+    finally:
+        for view in views:
+            view.release()
+        # A view still referenced elsewhere (say, from an error's traceback) keeps the
+        # mapping open; it is unmapped when collected.  Never mask the real outcome.
+        with contextlib.suppress(BufferError):
+            mapping.close()
 
 
 DETACHED_IN_FLIGHT = 3

@@ -243,7 +243,12 @@ class EmbeddedBackend:
         return self._keep / md5[:3] / md5
 
     def put_block(self, data: bytes | memoryview) -> str:
-        view = memoryview(data).cast("B")
+        # Released on the way out, failures included: a view left alive in a traceback
+        # would keep the caller's mmap from closing.
+        with memoryview(data).cast("B") as view:
+            return self._put_view(view)
+
+    def _put_view(self, view: memoryview) -> str:
         size = len(view)
         if size > 1 << 26:
             raise BackendError(f"block of {size} bytes is over the 64 MiB Keep limit")
