@@ -532,6 +532,7 @@ def load_image(
     if kind is SourceKind.FILE and _is_plain_file(value):
         # A plain tar on disk: its metadata takes milliseconds (layers are seeked over),
         # so refuse or reuse before uploading, then store the file's bytes (store_file).
+        before = _identity(os.stat(value))
         chosen = _prescan_file(value, image)
         _check_format(chosen, formats, force_image_format)
         if not force:
@@ -539,14 +540,16 @@ def load_image(
             if found is not None:
                 return found
         with open(value, "rb") as stream:
-            size = os.fstat(stream.fileno()).st_size
             stored = store_file(
                 backend.put_block,
                 stream.fileno(),
-                size,
+                before[2],
                 detach=not backend.stores_in_place,
                 progress=progress,
             )
+            after = _identity(os.fstat(stream.fileno()))
+        if after != before:  # what was stored may not be what was inspected
+            raise ArchiveError(f"{value} changed while it was being loaded; load it again")
         return _register_stored(target, chosen, stored)
     opened = _docker_save(value) if kind is SourceKind.DOCKER else open_source(value)
     with opened as stream:
@@ -557,6 +560,11 @@ def load_image(
             force_image_format=force_image_format,
             progress=progress,
         )
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells a file's content changed: device, inode, size, modification time."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
 def _is_plain_file(path: str) -> bool:

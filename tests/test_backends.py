@@ -488,7 +488,7 @@ def test_backend_selection_from_the_sdk_settings_file(
     assert backend.current_user().uuid == emulator.admin.uuid
 
 
-@pytest.mark.parametrize("detach", [False, True], ids=["mapped", "pread"])
+@pytest.mark.parametrize("detach", [False, True], ids=["buffers", "copies"])
 def test_store_file_cuts_64_mib_blocks_in_order(tmp_path: Path, detach: bool) -> None:
     from keeptar.backends.blocks import store_file
     from keeptar.keep import BLOCK_SIZE
@@ -511,10 +511,12 @@ def test_store_file_cuts_64_mib_blocks_in_order(tmp_path: Path, detach: bool) ->
     assert b"".join(stored[loc] for loc in result.locators) == path.read_bytes()
 
 
-def test_store_file_reports_a_file_that_shrank(tmp_path: Path) -> None:
+@pytest.mark.parametrize("detach", [False, True], ids=["buffers", "copies"])
+def test_store_file_reports_a_file_that_shrank(tmp_path: Path, detach: bool) -> None:
     from keeptar.backends.blocks import store_file
+    from keeptar.errors import ArchiveError
 
     path = tmp_path / "f"
     path.write_bytes(b"x" * 1000)
-    with open(path, "rb") as f, pytest.raises(BackendError, match="shrank"):
-        store_file(lambda view: "x", f.fileno(), 5000, detach=True)
+    with open(path, "rb") as f, pytest.raises(ArchiveError, match=r"shrank .*at byte 1000\)"):
+        store_file(lambda view: "x", f.fileno(), 5000, detach=detach)

@@ -568,6 +568,27 @@ def test_failures_leave_nothing_and_rerun_is_clean(emulator: Any, where: str) ->
         assert len(list(backend.list_links([["name", "=", tag]]))) == 1
 
 
+def test_a_file_changed_during_the_load_is_not_registered(
+    backend: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    path = unique_image(fixture_path("docker-v2-app.tar"), tmp_path)
+    put_block = backend.put_block
+
+    def put_block_while_the_file_changes(data: Any) -> str:
+        with open(path, "ab") as archive:
+            archive.write(bytes(1024))  # e.g. `docker save -o` rewriting it
+        locator: str = put_block(data)
+        return locator
+
+    monkeypatch.setattr(backend, "put_block", put_block_while_the_file_changes)
+    before = counts(backend)
+    with pytest.raises(ArchiveError, match="changed while it was being loaded"):
+        load_image(backend, str(path))
+    assert counts(backend) == before
+    monkeypatch.undo()
+    assert load_image(backend, str(path)).image_id.startswith("sha256:")
+
+
 @pytest.mark.parametrize("source", ["file", "stdin"])
 def test_a_full_disk_is_a_clean_backend_error(
     local_home: Path, tmp_path: Path, source: str

@@ -10,7 +10,6 @@ memory stays bounded whatever the stream's size.
 from __future__ import annotations
 
 import bisect
-import contextlib
 import functools
 import io
 import mmap
@@ -24,7 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from keeptar.backends._protocol import Backend
-from keeptar.errors import BackendError, KeeptarError, NotFoundError
+from keeptar.errors import ArchiveError, BackendError, KeeptarError, NotFoundError
 from keeptar.keep.manifest import BLOCK_SIZE, ManifestFile, parse_manifest
 
 __all__ = [
@@ -80,7 +79,7 @@ class BlockWriter:
         self._free: queue.Queue[mmap.mmap] = queue.Queue()
         self._allocated = 0
         self._max_buffers = in_flight + 1
-        self._view_slots = threading.Semaphore(in_flight)
+        self._copy_slots = threading.Semaphore(in_flight)
         self._futures: list[Future[str]] = []
         self._buffer: mmap.mmap | None = None
         self._fill = 0
@@ -125,7 +124,7 @@ class BlockWriter:
         if self._detach:
             # The store copies anyway: give it a private copy now and keep filling the
             # one buffer, so memory is one buffer plus the blocks in flight.
-            while not self._view_slots.acquire(timeout=0.5):
+            while not self._copy_slots.acquire(timeout=0.5):
                 self._check_failures()
             private = bytes(memoryview(self._buffer)[: self._fill])
             self._fill = 0
@@ -144,19 +143,29 @@ class BlockWriter:
         self._stored_more(length)
         return locator
 
-    def submit_view(self, view: memoryview, release: Callable[[], None] | None = None) -> None:
-        """Store *view*, one whole block, without copying it (e.g. a slice of an mmap).
+    def submit_fill(self, fill: Callable[[memoryview], None], length: int) -> None:
+        """Store *length* bytes that *fill* writes into one of the writer's buffers.
 
-        The caller keeps *view* valid until *release* is called, once the block is
-        stored (or abandoned).  At most ``in_flight`` views are pending at once.
+        Filling and storing happen on a worker; this waits only for a free buffer,
+        so memory is the writer's buffers (``in_flight + 1``) whatever the size.
         """
         if self._fill:
-            raise ValueError("submit_view() after a partial write()")
+            raise ValueError("submit_fill() after a partial write()")
         self._check_failures()
-        while not self._view_slots.acquire(timeout=0.5):
-            self._check_failures()
-        self._size += len(view)
-        self._futures.append(self._pool.submit(self._store_view, view, release))
+        buffer = self._take_buffer()
+        self._size += length
+        self._futures.append(self._pool.submit(self._fill_and_store, buffer, fill, length))
+
+    def _fill_and_store(
+        self, buffer: mmap.mmap, fill: Callable[[memoryview], None], length: int
+    ) -> str:
+        try:
+            with memoryview(buffer) as whole, whole[:length] as view:
+                fill(view)
+        except BaseException:
+            self._free.put(buffer)
+            raise
+        return self._store(buffer, length)
 
     def submit_read(self, read: Callable[[], bytes], length: int) -> None:
         """Store the block that *read* returns (*length* bytes), reading it on a worker.
@@ -167,7 +176,7 @@ class BlockWriter:
         if self._fill:
             raise ValueError("submit_read() after a partial write()")
         self._check_failures()
-        while not self._view_slots.acquire(timeout=0.5):
+        while not self._copy_slots.acquire(timeout=0.5):
             self._check_failures()
         self._size += length
         self._futures.append(self._pool.submit(self._store_read, read))
@@ -177,20 +186,8 @@ class BlockWriter:
             data = read()
             locator = self._put(memoryview(data))
         finally:
-            self._view_slots.release()
+            self._copy_slots.release()
         self._stored_more(len(data))
-        return locator
-
-    def _store_view(self, view: memoryview, release: Callable[[], None] | None) -> str:
-        length = len(view)
-        try:
-            locator = self._put(view)
-        finally:
-            view.release()
-            if release is not None:
-                release()
-            self._view_slots.release()
-        self._stored_more(length)
         return locator
 
     def _stored_more(self, length: int) -> None:
@@ -367,48 +364,31 @@ def store_file(
     detach: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> StoredStream:
-    """Store a regular file's bytes as Keep blocks, reading each block once.
+    """Store the first *size* bytes of a regular file as Keep blocks, reading each once.
 
-    For a store that writes from the caller's memory (*detach* False), each 64 MiB
-    slice of an mmap of the file is hashed and stored with no user-space copy,
-    then its pages are dropped (``MADV_DONTNEED``).  For a store that keeps its
-    own copy anyway (*detach* True, e.g. KeepClient), each worker reads its block
-    with ``pread`` into that copy, so nothing else is held: up to
-    ``DETACHED_IN_FLIGHT`` uploads run at once.  Either way resident memory stays
-    at a few blocks whatever the file's size.
+    Each worker reads its own block with ``pread`` and stores it, so reading, hashing
+    and storing run on both cores.  For a store that writes from the caller's memory
+    (*detach* False) the block is read into one of the writer's recycled page-aligned
+    buffers (two in all); for a store that keeps its own copy anyway (*detach* True,
+    e.g. KeepClient) it is read into that copy, up to ``DETACHED_IN_FLIGHT`` at once.
+    Either way resident memory stays at a few blocks whatever the file's size.
+
+    (Not ``mmap``: a file truncated while mapped kills the process with SIGBUS.)
+
+    Raises:
+        ArchiveError: the file shrank while it was being read.
     """
     if size == 0:
         return StoredStream((), 0)
-    if detach:
-        with BlockWriter(
-            put_block, workers=DETACHED_IN_FLIGHT, in_flight=DETACHED_IN_FLIGHT, progress=progress
-        ) as writer:
-            for start in range(0, size, BLOCK_SIZE):
-                length = min(BLOCK_SIZE, size - start)
+    workers, in_flight = (DETACHED_IN_FLIGHT, DETACHED_IN_FLIGHT) if detach else (2, 1)
+    with BlockWriter(put_block, workers=workers, in_flight=in_flight, progress=progress) as writer:
+        for start in range(0, size, BLOCK_SIZE):
+            length = min(BLOCK_SIZE, size - start)
+            if detach:
                 writer.submit_read(functools.partial(_pread_all, fd, length, start), length)
-            return writer.finish()
-    mapping = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
-    views: list[memoryview] = []
-    try:
-        with BlockWriter(put_block, progress=progress) as writer:
-            for start in range(0, size, BLOCK_SIZE):
-                length = min(BLOCK_SIZE, size - start)
-                view = memoryview(mapping)[start : start + length]
-                views.append(view)
-
-                def drop(start: int = start, length: int = length) -> None:
-                    with contextlib.suppress(ValueError, OSError):
-                        mapping.madvise(mmap.MADV_DONTNEED, start, length)
-
-                writer.submit_view(view, drop)
-            return writer.finish()
-    finally:
-        for view in views:
-            view.release()
-        # A view still referenced elsewhere (say, from an error's traceback) keeps the
-        # mapping open; it is unmapped when collected.  Never mask the real outcome.
-        with contextlib.suppress(BufferError):
-            mapping.close()
+            else:
+                writer.submit_fill(functools.partial(_pread_into, fd, start), length)
+        return writer.finish()
 
 
 DETACHED_IN_FLIGHT = 3
@@ -424,9 +404,22 @@ def _pread_all(fd: int, length: int, offset: int) -> bytes:
     while got < length:
         more = os.pread(fd, length - got, offset + got)
         if not more:
-            raise BackendError(
-                f"the file shrank while it was being stored (at byte {offset + got})"
-            )
+            raise _shrank(offset + got)
         parts.append(more)
         got += len(more)
     return b"".join(parts)
+
+
+def _pread_into(fd: int, offset: int, view: memoryview) -> None:
+    got = 0
+    while got < len(view):
+        count = os.preadv(fd, [view[got:]], offset + got)
+        if not count:
+            raise _shrank(offset + got)
+        got += count
+
+
+def _shrank(at: int) -> ArchiveError:
+    return ArchiveError(
+        f"the file shrank while it was being stored (at byte {at}): was it being rewritten?"
+    )
