@@ -224,6 +224,9 @@ def test_project_must_exist_and_be_writable(backend: Any) -> None:
     prefix = backend.server_facts().uuid_prefix
     with pytest.raises(NotFoundError, match="project"):
         load_image(backend, str(APP), project_uuid=f"{prefix}-j7d0g-nosuchproject00")
+    for malformed in ("bogus", f"{prefix}-4zz18-000000000000000", f"{prefix}-j7d0g-short"):
+        with pytest.raises(UsageError, match="not a project or user UUID"):
+            load_image(backend, str(APP), project_uuid=malformed)
 
 
 def test_collection_source_reuses_blocks(backend: Any) -> None:
