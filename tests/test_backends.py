@@ -291,6 +291,22 @@ def test_embedded_block_write_failure_leaves_nothing(local_home: Path) -> None:
     assert backend.put_block(b"some block").startswith(hashlib.md5(b"some block").hexdigest())
 
 
+def test_embedded_storing_a_block_again_repairs_a_damaged_copy(local_home: Path) -> None:
+    from keeptar.backends.embedded import EmbeddedBackend
+
+    backend = EmbeddedBackend(local_home)
+    data = hashlib.shake_256(b"repair").digest(100_000)
+    locator = backend.put_block(data)
+    stored = local_home / "keep" / locator[:3] / locator[:32]
+    damaged = bytearray(data)
+    damaged[5000] ^= 0xFF  # bit rot: same size, wrong bytes
+    stored.write_bytes(damaged)
+    with pytest.raises(BackendError, match="corrupt"):
+        backend.get_block(locator)
+    assert backend.put_block(data) == locator
+    assert backend.get_block(locator) == data
+
+
 def test_embedded_removes_blocks_half_written_by_dead_processes(local_home: Path) -> None:
     from keeptar.backends.embedded import EmbeddedBackend
 

@@ -268,11 +268,10 @@ class EmbeddedBackend:
         try:
             if error is not None:
                 raise error
-            if path.exists() and path.stat().st_size == size:
-                tmp.unlink()
-            else:
-                path.parent.mkdir(exist_ok=True)
-                os.replace(tmp, path)
+            # Replace even a block that exists: the new copy is known good, while the old
+            # one may be damaged (keepstore likewise rewrites a block that fails to compare).
+            path.parent.mkdir(exist_ok=True)
+            os.replace(tmp, path)
         except OSError as exc:
             with contextlib.suppress(OSError):
                 tmp.unlink()
