@@ -292,12 +292,23 @@ def _reuse_existing(target: _Target, image: ImageInfo) -> LoadResult | None:
         image.id,
         select=["uuid", "owner_uuid", "name", "manifest_text", "portable_data_hash"],
     )
-    if not candidates:
-        return None
     owned = [c for c in candidates if c["owner_uuid"] == target.owner_uuid]
-    if owned:
-        return _register(target, image, existing=owned[0], reused=True)
-    return _register(target, image, manifest_text=candidates[0]["manifest_text"], reused=True)
+    for candidate in owned + [c for c in candidates if c not in owned]:
+        if not _blocks_stored(target.backend, candidate["manifest_text"]):
+            continue  # damaged: upload again, which restores its blocks too
+        if candidate in owned:
+            return _register(target, image, existing=candidate, reused=True)
+        return _register(target, image, manifest_text=candidate["manifest_text"], reused=True)
+    return None
+
+
+def _blocks_stored(backend: Backend, manifest_text: str) -> bool:
+    """Whether every block *manifest_text* names is stored (so reusing it is safe)."""
+    return all(
+        backend.has_block(segment.locator)
+        for item in parse_manifest(manifest_text)
+        for segment in item.segments
+    )
 
 
 def _register(

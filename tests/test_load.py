@@ -571,6 +571,26 @@ def test_failures_leave_nothing_and_rerun_is_clean(emulator: Any, where: str) ->
         assert len(list(backend.list_links([["name", "=", tag]]))) == 1
 
 
+def test_a_stored_image_missing_a_block_is_repaired_not_reused(
+    backend: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    path = unique_image(fixture_path("docker-v2-app.tar"), tmp_path)
+    first = load_image(backend, str(path))
+    (item,) = parse_manifest(backend.get_collection(first.uuid)["manifest_text"])
+    (segment,) = item.segments
+    md5 = segment.locator[:32]
+    if backend.kind == "local":
+        block_file = backend.home / "keep" / md5[:3] / md5
+    else:
+        block_file = request.getfixturevalue("emulator").block_dir / md5
+    block_file.unlink()  # a disk fault, or a block deleted by hand
+    assert not backend.has_block(segment.locator)
+    again = load_image(backend, str(path))
+    assert backend.has_block(segment.locator)  # uploaded again
+    assert again.uuid == first.uuid  # the repaired collection, not a duplicate
+    assert stored_bytes(backend, first.uuid)[1] == path.read_bytes()
+
+
 def test_a_file_changed_during_the_load_is_not_registered(
     backend: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

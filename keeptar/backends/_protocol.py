@@ -78,6 +78,10 @@ class Backend(Protocol):
         """Return the bytes of the block *locator* names, checked against its md5."""
         ...
 
+    def has_block(self, locator: str) -> bool:
+        """Whether the block *locator* names is stored, at its full size (no hashing)."""
+        ...
+
     def create_collection(
         self,
         *,

@@ -66,11 +66,13 @@ class ArvadosBackend:
         host = settings.get("ARVADOS_API_HOST", "")
         try:
             import arvados
+            import arvados.errors
             import arvados.util
 
             if quiet:
                 _silence_sdk_logging()
             self._util = arvados.util
+            self._sdk_errors = arvados.errors
             if api is None:
                 # Explicit settings: the SDK's own settings() caches the environment
                 # once per process, which would ignore later changes.
@@ -172,6 +174,18 @@ class ArvadosBackend:
             f"reading block {locator[:34]} from Keep", lambda: self._keep.get(locator)
         )
         return data
+
+    def has_block(self, locator: str) -> bool:
+        def head() -> bool:
+            # No retries: when a block cannot be confirmed at once, the caller uploads it
+            # again, with the retries every upload has.
+            try:
+                self._keep.head(locator, num_retries=0)
+            except self._sdk_errors.KeepReadError:  # NotFoundError among them
+                return False
+            return True
+
+        return self._call(f"looking for block {locator[:34]} in Keep", head)
 
     # ---- collections -----------------------------------------------------------------
 

@@ -303,6 +303,15 @@ class EmbeddedBackend:
                 with contextlib.suppress(OSError):
                     (tmp_dir / name).unlink()
 
+    def has_block(self, locator: str) -> bool:
+        parsed = Locator.parse(locator)
+        try:
+            return self._block_path(parsed.md5).stat().st_size == parsed.size
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise BackendError(f"looking for block {parsed.stripped}: {exc.strerror}") from None
+
     def get_block(self, locator: str) -> bytes:
         parsed = Locator.parse(locator)
         try:
