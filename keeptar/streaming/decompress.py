@@ -2,8 +2,10 @@
 
 :func:`detect_compression` recognises gzip, bzip2, xz and zstd from magic
 bytes.  A :class:`Decompressor` is fed compressed bytes and hands back
-decompressed chunks of at most ``max_chunk`` bytes each, so a small input that
-expands enormously never lands in memory at once.  Concatenated members
+decompressed chunks of at most ``max_chunk`` bytes each (zstd: at most one
+128 KiB block more), so a small input that expands enormously never lands in
+memory at once.  A zstd frame needs its window on top (zstd's default limit,
+128 MiB at most; 8 MiB or less unless made with ``--long`` or ``--ultra``).  Concatenated members
 (multi-member gzip, several xz/bzip2 streams, several zstd frames) are all
 decompressed, as ``gzip -d`` does; NUL padding after the last member is
 ignored.  A stream that ends inside a member raises
@@ -99,26 +101,115 @@ class _LzmaLikeMember:
         return self._obj.needs_input
 
 
-class _ZstdMember:
-    """zstandard's decompressobj has no output cap, so feed it at most 1 KiB at a time.
+class _ZstdBlocks:
+    """Where one zstd frame's blocks end (RFC 8878 §3.1.1), read ahead of decompression.
 
-    zstd expands at most about 32768:1 (a 128 KiB RLE block from 4 bytes), so
-    one call's output stays under ~32 MiB even for a bomb; calls repeat until
-    *max_length* bytes have come out or the input is used up.
+    zstandard's decompressobj has no output cap, but a zstd block regenerates at
+    most 128 KiB (Block_Maximum_Size), so input cut after a few whole blocks
+    bounds one call's output, whatever the compression ratio: a bomb of 4-byte
+    RLE blocks included.  Input is scanned as it arrives; offsets count from the
+    start of the frame.  Anything unexpected (a foreign magic number, bytes after
+    the frame's end) makes the rest *opaque*: it is then fed 1 KiB at a time,
+    which zstd's 32768:1 worst-case expansion still bounds, and the decompressor
+    reports whatever is wrong with it.
     """
 
-    _SLICE = 1 << 10
+    def __init__(self) -> None:
+        self.known = 0  # the frame's bytes before this offset have been classified
+        self._state = "header"  # header | block | skip | opaque
+        self._left = 0  # bytes left to pass over in the "skip" state
+        self._then = "block"  # the state after the skipped bytes
+        self._checksum = False  # the frame ends with a 4-byte checksum
+
+    def cut(self, buf: memoryview, base: int, start: int, blocks: int) -> int:
+        """An index of *buf* at which to stop feeding: at most *blocks* blocks past *start*.
+
+        ``buf[0]`` is the frame's byte *base*.  Returns *start* when the next
+        block header is not all in *buf* yet.
+        """
+        limit = base + len(buf)
+        position = max(self.known, base + start)
+        ended = 0
+        while ended < blocks and position < limit and self._state != "opaque":
+            if self._state == "skip":  # a frame header, block content or checksum
+                step = min(self._left, limit - position)
+                position += step
+                self._left -= step
+                if self._left:
+                    break
+                self._state = self._then
+                if self._state == "block" and self._then_counts:
+                    ended += 1
+                continue
+            size = 5 if self._state == "header" else 3
+            if limit - position < size:
+                break
+            head = bytes(buf[position - base : position - base + size])
+            if self._state == "header":
+                self._header(head)
+                continue
+            value = int.from_bytes(head, "little")
+            position += 3
+            last, kind, length = value & 1, (value >> 1) & 3, value >> 3
+            self._left = 1 if kind == 1 else length  # an RLE block holds one byte
+            self._then_counts = True
+            if last:
+                self._state, self._then = "skip", "checksum" if self._checksum else "end"
+            else:
+                self._state, self._then = "skip", "block"
+            if self._then in ("checksum", "end"):
+                # After the last block: count it, then the checksum (if any), then stop.
+                self._left += 4 if self._checksum else 0
+                self._then = "opaque"
+        self.known = max(self.known, position)
+        if self._state == "opaque":
+            return min(len(buf), max(start, self.known - base) + _ZSTD_OPAQUE_SLICE)
+        return self.known - base
+
+    _then_counts = False
+
+    def _header(self, head: bytes) -> None:
+        """Classify the frame header whose first 5 bytes are *head*."""
+        if head[:4] != b"\x28\xb5\x2f\xfd":
+            self._state = "opaque"
+            return
+        descriptor = head[4]
+        single_segment = bool(descriptor & 0x20)
+        self._checksum = bool(descriptor & 0x04)
+        size = 5 + (0 if single_segment else 1)  # magic, descriptor, window descriptor
+        size += (0, 1, 2, 4)[descriptor & 0x03]  # dictionary ID
+        size += ((1 if single_segment else 0), 2, 4, 8)[descriptor >> 6]  # content size
+        self._state, self._left, self._then = "skip", size, "block"
+        self._then_counts = False
+
+
+_ZSTD_OPAQUE_SLICE = 1 << 10
+_ZSTD_BLOCKS_PER_CALL = 8
+
+
+class _ZstdMember:
+    """One zstd frame, fed a few whole blocks at a time (see :class:`_ZstdBlocks`).
+
+    Each call regenerates at most ~8 blocks of 128 KiB, even for a bomb; calls
+    repeat until *max_length* bytes have come out or the input is used up.  A
+    piece that would overshoot *max_length* is returned on its own by the next
+    call, never joined to others (which would hold it twice).
+    """
 
     def __init__(self) -> None:
         import zstandard
 
         self._obj = zstandard.ZstdDecompressor().decompressobj()
+        self._blocks = _ZstdBlocks()
         self._buf = memoryview(b"")
+        self._base = 0  # the frame offset of self._buf[0]
         self._pos = 0
+        self._stalled = False  # the next structure's header is not all here yet
+        self._held = b""  # a large piece kept for the next call rather than joined
 
     @property
     def eof(self) -> bool:
-        return bool(self._obj.eof)
+        return bool(self._obj.eof) and not self._held
 
     @property
     def unused_data(self) -> bytes:
@@ -129,22 +220,35 @@ class _ZstdMember:
     def decompress(self, data: bytes, max_length: int) -> bytes:
         if data:
             rest = self._buf[self._pos :]
+            self._base += self._pos
             self._buf = memoryview(bytes(rest) + data if len(rest) else data)
             self._pos = 0
+            self._stalled = False
+        if self._held:
+            held, self._held = self._held, b""
+            return held
         out: list[bytes] = []
         produced = 0
         while produced < max_length and self._pos < len(self._buf) and not self._obj.eof:
-            piece = self._buf[self._pos : self._pos + self._SLICE]
-            self._pos += len(piece)
+            end = self._blocks.cut(self._buf, self._base, self._pos, _ZSTD_BLOCKS_PER_CALL)
+            if end <= self._pos:
+                self._stalled = True
+                break
+            piece = self._buf[self._pos : end]
+            self._pos = end
             chunk = self._obj.decompress(piece)
-            if chunk:
-                out.append(chunk)
-                produced += len(chunk)
-        return b"".join(out)
+            if not chunk:
+                continue
+            if out and produced + len(chunk) > max_length:
+                self._held = chunk  # joining it would hold it twice
+                break
+            out.append(chunk)
+            produced += len(chunk)
+        return out[0] if len(out) == 1 else b"".join(out)
 
     @property
     def needs_input(self) -> bool:
-        return self._pos >= len(self._buf)
+        return (self._pos >= len(self._buf) or self._stalled) and not self._held
 
 
 def _new_member(kind: Compression) -> _ZlibMember | _LzmaLikeMember | _ZstdMember:
