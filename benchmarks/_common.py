@@ -76,6 +76,45 @@ def big_archive(layers: int = 3, layer_mib: int = 360) -> Path:
     return path
 
 
+def compressible_archive(gib: int = 1) -> tuple[Path, Path]:
+    """A docker-v2 archive whose one layer is *gib* GiB of zeros, and its zstd form.
+
+    The worst case for memory: every zstd block is a 4-byte RLE block that
+    regenerates 128 KiB.  (The diff ID is not the layer's: ``load`` does not check it.)
+    """
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / f"zeros-{gib}GiB.tar"
+    packed = path.with_name(path.name + ".zst")
+    if not path.exists():
+        tmp = path.with_suffix(".part")
+        config = json.dumps(
+            {
+                "architecture": "amd64",
+                "os": "linux",
+                "created": "2026-01-01T00:00:00Z",
+                "config": {},
+                "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]},
+            }
+        ).encode()
+        config_name = hashlib.sha256(config).hexdigest() + ".json"
+        manifest = json.dumps(
+            [{"Config": config_name, "RepoTags": ["bench/zeros:latest"], "Layers": ["z/layer.tar"]}]
+        ).encode()
+        with open(tmp, "wb") as out, tarfile.open(fileobj=out, mode="w") as tar:
+            info = tarfile.TarInfo("z/layer.tar")
+            info.size = gib << 30
+            with open("/dev/zero", "rb") as zeros:
+                tar.addfile(info, zeros)
+            for name, data in ((config_name, config), ("manifest.json", manifest)):
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+        tmp.rename(path)
+    if not packed.exists():
+        subprocess.run(["zstd", "-q", "-f", str(path), "-o", str(packed)], check=True)
+    return path, packed
+
+
 def _random(size: int, seed: int) -> bytes:
     """Incompressible bytes, quickly: a repeated 1 MiB random block would let gzip cheat."""
     block = hashlib.shake_256(b"keeptar-bench-%d" % seed).digest(1 << 20)

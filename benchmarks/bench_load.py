@@ -33,7 +33,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import CACHE, Run, archive_in_subprocess, machine, run, script  # noqa: E402
+from _common import (  # noqa: E402
+    CACHE,
+    Run,
+    archive_in_subprocess,
+    compressible_archive,
+    machine,
+    run,
+    script,
+)
 from bench_inspect import write_section  # noqa: E402
 
 TARFILE_SCAN = (
@@ -132,6 +140,16 @@ def main() -> None:
             shell=True,
             server=server,
         )
+        _, zeros_zst = compressible_archive()
+        os.environ["KEEPTAR_BACKEND"] = "local"
+        os.environ["KEEPTAR_HOME"] = home = tempfile.mkdtemp(prefix="keeptar-bench-zst-")
+        zst_local = run(f"{keeptar} load --no-progress - < {zeros_zst}", shell=True, repeat=1)
+        shutil.rmtree(home, ignore_errors=True)
+        os.environ.update(arv_env)
+        os.environ["KEEPTAR_BACKEND"] = "arvados"
+        zst_remote = run(
+            f"{keeptar} load --force --no-progress - < {zeros_zst}", shell=True, repeat=1
+        )
         docker = None
         if "--docker" in sys.argv:
             docker = docker_rows(path, keeptar, server)
@@ -195,7 +213,10 @@ def main() -> None:
         f"on the same two cores, keeptar's run cannot finish under "
         f"{(remote.cpu_seconds + remote.server_cpu_seconds) / 2:.2f} s",
         f"- peak RSS: {local.max_rss_mib:.0f} MiB (embedded), {remote.max_rss_mib:.0f} MiB "
-        f"(emulator, file), {remote_pipe.max_rss_mib:.0f} MiB (emulator, stdin)",
+        f"(emulator, file), {remote_pipe.max_rss_mib:.0f} MiB (emulator, stdin); a 1 GiB "
+        f"image of zeros from a zstd pipe (every block a 4-byte RLE block): "
+        f"{zst_local.max_rss_mib:.0f} MiB (embedded), {zst_remote.max_rss_mib:.0f} MiB "
+        "(emulator)",
     ]
     if big is not None:
         lines.append(
