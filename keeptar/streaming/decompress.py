@@ -119,6 +119,7 @@ class _ZstdBlocks:
         self._state = "header"  # header | block | skip | opaque
         self._left = 0  # bytes left to pass over in the "skip" state
         self._then = "block"  # the state after the skipped bytes
+        self._skipping_block = False  # the skipped bytes are a block's content
         self._checksum = False  # the frame ends with a 4-byte checksum
 
     def cut(self, buf: memoryview, base: int, start: int, blocks: int) -> int:
@@ -131,15 +132,14 @@ class _ZstdBlocks:
         position = max(self.known, base + start)
         ended = 0
         while ended < blocks and position < limit and self._state != "opaque":
-            if self._state == "skip":  # a frame header, block content or checksum
+            if self._state == "skip":  # a frame header, a block's content, a checksum
                 step = min(self._left, limit - position)
                 position += step
                 self._left -= step
                 if self._left:
                     break
                 self._state = self._then
-                if self._state == "block" and self._then_counts:
-                    ended += 1
+                ended += self._skipping_block
                 continue
             size = 5 if self._state == "header" else 3
             if limit - position < size:
@@ -148,17 +148,12 @@ class _ZstdBlocks:
             if self._state == "header":
                 self._header(head)
                 continue
-            value = int.from_bytes(head, "little")
+            value = int.from_bytes(head, "little")  # Last_Block, Block_Type, Block_Size
             position += 3
             last, kind, length = value & 1, (value >> 1) & 3, value >> 3
             self._left = 1 if kind == 1 else length  # an RLE block holds one byte
-            self._then_counts = True
-            if last:
-                self._state, self._then = "skip", "checksum" if self._checksum else "end"
-            else:
-                self._state, self._then = "skip", "block"
-            if self._then in ("checksum", "end"):
-                # After the last block: count it, then the checksum (if any), then stop.
+            self._state, self._then, self._skipping_block = "skip", "block", True
+            if last:  # then the checksum, if any; what follows is the library's to judge
                 self._left += 4 if self._checksum else 0
                 self._then = "opaque"
         self.known = max(self.known, position)
@@ -166,10 +161,8 @@ class _ZstdBlocks:
             return min(len(buf), max(start, self.known - base) + _ZSTD_OPAQUE_SLICE)
         return self.known - base
 
-    _then_counts = False
-
     def _header(self, head: bytes) -> None:
-        """Classify the frame header whose first 5 bytes are *head*."""
+        """Classify the frame header whose first 5 bytes are *head* (RFC 8878 §3.1.1.1)."""
         if head[:4] != b"\x28\xb5\x2f\xfd":
             self._state = "opaque"
             return
@@ -180,7 +173,7 @@ class _ZstdBlocks:
         size += (0, 1, 2, 4)[descriptor & 0x03]  # dictionary ID
         size += ((1 if single_segment else 0), 2, 4, 8)[descriptor >> 6]  # content size
         self._state, self._left, self._then = "skip", size, "block"
-        self._then_counts = False
+        self._skipping_block = False
 
 
 _ZSTD_OPAQUE_SLICE = 1 << 10
