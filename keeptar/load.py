@@ -552,7 +552,8 @@ def load_image(
     if kind is SourceKind.FILE and _is_plain_file(value):
         # A plain tar on disk: its metadata takes milliseconds (layers are seeked over),
         # so refuse or reuse before uploading, then store the file's bytes (store_file).
-        before = _identity(os.stat(value))
+        status = os.stat(value)
+        before = _identity(status)
         chosen = _prescan_file(value, image)
         _check_format(chosen, formats, force_image_format)
         if not force:
@@ -563,7 +564,7 @@ def load_image(
             stored = store_file(
                 backend.put_block,
                 stream.fileno(),
-                before[2],
+                status.st_size,
                 detach=not backend.stores_in_place,
                 progress=progress,
             )
