@@ -21,7 +21,6 @@ import contextlib
 import enum
 import json
 import os
-import re
 import shutil
 import stat
 import subprocess
@@ -264,17 +263,9 @@ class _Target:
     force: bool
 
 
-_OWNER_UUID = re.compile(r"[a-z0-9]{5}-(?:j7d0g|tpzed)-[a-z0-9]{15}")
-
-
 def _resolve_owner(backend: Backend, project_uuid: str | None) -> str:
     if project_uuid is None:
         return backend.current_user().uuid
-    if not _OWNER_UUID.fullmatch(project_uuid):
-        raise UsageError(
-            f"--project-uuid {project_uuid!r} is not a project or user UUID "
-            "(xxxxx-j7d0g-… or xxxxx-tpzed-…)"
-        )
     try:
         project = backend.get_project(project_uuid)
     except NotFoundError:

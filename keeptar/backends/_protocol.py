@@ -66,6 +66,7 @@ class Backend(Protocol):
         """Return the project (group, or user home project) *uuid* with ``can_write``.
 
         Raises:
+            UsageError: *uuid* is not a project or user UUID.
             NotFoundError: no such project is visible.
         """
         ...

@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from keeptar.backends._protocol import Filters, Record, ServerFacts, User
 from keeptar.errors import BackendError, ConflictError, KeeptarError, NotFoundError, UsageError
-from keeptar.keep.manifest import is_portable_data_hash
+from keeptar.keep.manifest import check_owner_uuid, is_portable_data_hash
 
 __all__ = ["ArvadosBackend", "scrub"]
 
@@ -146,12 +146,11 @@ class ArvadosBackend:
         return self._user
 
     def get_project(self, uuid: str) -> Record:
+        check_owner_uuid(uuid)
         user = self.current_user()
         if "-tpzed-" in uuid:
             record = self._execute(f"looking up user {uuid}", self._api.users().get(uuid=uuid))
             return {**record, "can_write": uuid == user.uuid or user.is_admin}
-        if "-j7d0g-" not in uuid:
-            raise UsageError(f"{uuid} is not a project or user UUID")
         record = self._execute(f"looking up project {uuid}", self._api.groups().get(uuid=uuid))
         if record.get("group_class") not in (None, "project"):
             raise UsageError(f"{uuid} is a {record.get('group_class')} group, not a project")

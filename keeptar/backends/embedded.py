@@ -40,6 +40,7 @@ from keeptar.backends._protocol import Filters, Record, ServerFacts, User
 from keeptar.errors import BackendError, ConflictError, NotFoundError, UsageError
 from keeptar.keep.manifest import (
     Locator,
+    check_owner_uuid,
     is_portable_data_hash,
     parse_manifest,
     portable_data_hash,
@@ -230,6 +231,7 @@ class EmbeddedBackend:
         return {**record, "can_write": True}
 
     def get_project(self, uuid: str) -> Record:
+        check_owner_uuid(uuid)
         if uuid == LOCAL_USER_UUID:
             return {"uuid": uuid, "name": "Home", "group_class": "project", "can_write": True}
         row = self._db().execute("SELECT * FROM groups WHERE uuid = ?", (uuid,)).fetchone()
@@ -375,7 +377,7 @@ class EmbeddedBackend:
         for item in files:
             for segment in item.segments:
                 locator = Locator.parse(segment.locator)
-                if locator.size and not self._block_path(locator.md5).exists():
+                if locator.size and not self.has_block(segment.locator):
                     raise NotFoundError(f"block {locator.stripped} is not in the local store")
 
     def get_collection(self, uuid_or_pdh: str) -> Record:

@@ -21,6 +21,7 @@ __all__ = [
     "FileSegment",
     "Locator",
     "ManifestFile",
+    "check_owner_uuid",
     "escape_name",
     "is_collection_uuid",
     "is_portable_data_hash",
@@ -38,6 +39,7 @@ EMPTY_BLOCK = "d41d8cd98f00b204e9800998ecf8427e+0"
 _LOCATOR = re.compile(r"([0-9a-f]{32})\+([0-9]+)((?:\+[A-Z][A-Za-z0-9@_-]*)*)")
 _PDH = re.compile(r"[0-9a-f]{32}\+[0-9]+")
 _COLLECTION_UUID = re.compile(r"[a-z0-9]{5}-4zz18-[a-z0-9]{15}")
+_OWNER_UUID = re.compile(r"[a-z0-9]{5}-(?:j7d0g|tpzed)-[a-z0-9]{15}")
 _ESCAPE = re.compile(r"[\\:\000-\040]")
 _UNESCAPE = re.compile(r"\\([0-7]{3})")
 
@@ -81,6 +83,15 @@ def unescape_name(text: str) -> str:
 def is_collection_uuid(text: str) -> bool:
     """Whether *text* looks like a collection UUID (``xxxxx-4zz18-<15>``)."""
     return bool(_COLLECTION_UUID.fullmatch(text))
+
+
+def check_owner_uuid(text: str) -> None:
+    """Raise :class:`UsageError` unless *text* looks like a project or user UUID.
+
+    (``xxxxx-j7d0g-<15>`` or ``xxxxx-tpzed-<15>``: what may own a collection.)
+    """
+    if not _OWNER_UUID.fullmatch(text):
+        raise UsageError(f"{text!r} is not a project or user UUID (xxxxx-j7d0g-… or xxxxx-tpzed-…)")
 
 
 def is_portable_data_hash(text: str) -> bool:
