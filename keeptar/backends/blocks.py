@@ -273,20 +273,11 @@ def read_file_range(
             break
     else:
         raise NotFoundError(f"no file {path!r} in the collection")
+    reader = KeepFileReader(backend, item)
+    reader.seek(offset)
     out = bytearray()
-    position = 0
-    end = offset + length
-    for segment in item.segments:
-        seg_start, seg_end = position, position + segment.length
-        position = seg_end
-        if seg_end <= offset or seg_start >= end:
-            continue
-        block = backend.get_block(segment.locator)
-        lo = segment.offset + max(0, offset - seg_start)
-        hi = segment.offset + min(segment.length, end - seg_start)
-        out += block[lo:hi]
-        if seg_end >= end:
-            break
+    while len(out) < length and (piece := reader.read(length - len(out))):
+        out += piece
     return bytes(out)
 
 
