@@ -22,7 +22,6 @@ import enum
 import json
 import os
 import shutil
-import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -214,7 +213,9 @@ def _choose_image(images: Sequence[ImageInfo], wanted: str | None) -> ImageInfo:
     raise UsageError(f"--image {wanted!r} matches {len(by_id) or len(by_tag)} of the images: {ids}")
 
 
-def _check_format(image: ImageInfo, formats: Sequence[str], force: bool) -> None:
+def _check_format(backend: Backend, image: ImageInfo, force: bool) -> None:
+    """Refuse an image whose format the server's dockerImageFormats does not accept."""
+    formats = backend.server_facts().docker_image_formats
     needed = "v1" if image.format.is_v1 else "v2"
     if needed in formats or force:
         return
@@ -388,7 +389,7 @@ def _load_stream(
         run_tar_stream(source, scanner, tap=writer.write, progress=progress)
         _, images = read_images(scanner.scan)
         image = _choose_image(images, image_ref)
-        _check_format(image, backend.server_facts().docker_image_formats, force_image_format)
+        _check_format(backend, image, force_image_format)
         stored = writer.finish()
     return _register_stored(target, image, stored)
 
@@ -408,10 +409,39 @@ def _register_stored(target: _Target, image: ImageInfo, stored: StoredStream) ->
     return _register(target, image, manifest_text=manifest)
 
 
-def _prescan_file(path: str, image_ref: str | None) -> ImageInfo:
-    with open_source(path) as source:
-        info = inspect_source(source)
-    return _choose_image(info.images, image_ref)
+def _load_plain_file(
+    target: _Target,
+    source: ByteSource,
+    *,
+    image_ref: str | None,
+    force_image_format: bool,
+    progress: Callable[[int], None] | None,
+) -> LoadResult:
+    """A plain tar on disk: its metadata first, then each block read once.
+
+    The metadata pass takes milliseconds (layers are seeked over), so an image that
+    is stored already, or a format the cluster refuses, costs no upload.  A file
+    that changes meanwhile is refused: what was stored may not be what was read.
+    """
+    backend = target.backend
+    assert source.fd is not None
+    status = os.fstat(source.fd)
+    image = _choose_image(inspect_source(source).images, image_ref)
+    _check_format(backend, image, force_image_format)
+    if not target.force:
+        found = _reuse_existing(target, image)
+        if found is not None:
+            return found
+    stored = store_file(
+        backend.put_block,
+        source.fd,
+        status.st_size,
+        detach=not backend.stores_in_place,
+        progress=progress,
+    )
+    if _identity(os.fstat(source.fd)) != _identity(status):
+        raise ArchiveError(f"{source.name} changed while it was being loaded; load it again")
+    return _register_stored(target, image, stored)
 
 
 def _load_collection_file(
@@ -435,7 +465,7 @@ def _load_collection_file(
     reader.seek(0)
     info = inspect_source(ByteSource(reader, reader.name))  # type: ignore[arg-type]
     image = _choose_image(info.images, image_ref)
-    _check_format(image, backend.server_facts().docker_image_formats, force_image_format)
+    _check_format(backend, image, force_image_format)
     if not target.force:
         found = _reuse_existing(target, image)
         if found is not None:
@@ -521,7 +551,6 @@ def load_image(
     if tag is not None:
         parse_image_ref(tag)
     target = _Target(backend, _resolve_owner(backend, project_uuid), tag, name, force)
-    formats = backend.server_facts().docker_image_formats
 
     if kind in (SourceKind.COLLECTION, SourceKind.ARV_MOUNT):
         ref = (
@@ -540,31 +569,16 @@ def load_image(
                 raise
             kind = SourceKind.FILE  # a mount of another cluster: copy the bytes instead
 
-    if kind is SourceKind.FILE and _is_plain_file(value):
-        # A plain tar on disk: its metadata takes milliseconds (layers are seeked over),
-        # so refuse or reuse before uploading, then store the file's bytes (store_file).
-        status = os.stat(value)
-        before = _identity(status)
-        chosen = _prescan_file(value, image)
-        _check_format(chosen, formats, force_image_format)
-        if not force:
-            found = _reuse_existing(target, chosen)
-            if found is not None:
-                return found
-        with open(value, "rb") as stream:
-            stored = store_file(
-                backend.put_block,
-                stream.fileno(),
-                status.st_size,
-                detach=not backend.stores_in_place,
-                progress=progress,
-            )
-            after = _identity(os.fstat(stream.fileno()))
-        if after != before:  # what was stored may not be what was inspected
-            raise ArchiveError(f"{value} changed while it was being loaded; load it again")
-        return _register_stored(target, chosen, stored)
     opened = _docker_save(value) if kind is SourceKind.DOCKER else open_source(value)
     with opened as stream:
+        if kind is SourceKind.FILE and _is_plain_file(stream):
+            return _load_plain_file(
+                target,
+                stream,
+                image_ref=image,
+                force_image_format=force_image_format,
+                progress=progress,
+            )
         return _load_stream(
             target,
             stream,
@@ -579,12 +593,8 @@ def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
     return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
 
 
-def _is_plain_file(path: str) -> bool:
-    """Whether *path* is a regular file that starts like an uncompressed archive."""
-    try:
-        with open(path, "rb") as stream:
-            if not stat.S_ISREG(os.fstat(stream.fileno()).st_mode):
-                return False
-            return detect_compression(stream.read(MAGIC_LENGTH)) is Compression.NONE
-    except OSError:
+def _is_plain_file(source: ByteSource) -> bool:
+    """Whether *source* is a regular file that starts like an uncompressed archive."""
+    if not source.seekable or source.fd is None:
         return False
+    return detect_compression(os.pread(source.fd, MAGIC_LENGTH, 0)) is Compression.NONE

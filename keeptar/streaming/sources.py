@@ -71,6 +71,11 @@ class ByteSource:
             stream.seek(pos)
         self.position = stream.tell() if self.seekable else 0
 
+    @property
+    def fd(self) -> int | None:
+        """The OS file descriptor underneath, if there is one."""
+        return self._fd
+
     def read(self, size: int = READ_SIZE) -> bytes:
         """Read up to *size* bytes; ``b""`` at the end."""
         if self._fd is not None and not self.seekable:
