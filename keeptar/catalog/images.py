@@ -129,44 +129,26 @@ def list_images(
         best_hash.setdefault(link["head_uuid"], link)
 
     rows: list[tuple[tuple[dt.datetime, dt.datetime], ImageListing]] = []
+
+    def add(link: Record, repo: str, tag: str, image_id: str) -> None:
+        listing = ImageListing(repo, tag, image_id, link["head_uuid"], _timestamp(link))
+        rows.append((_sort_key(link), listing))
+
     seen: set[tuple[str, str]] = set()
     for link in names:
-        key = (link["head_uuid"], link["name"])
-        if key in seen:
+        if (link["head_uuid"], link["name"]) in seen:
             continue
-        seen.add(key)
+        seen.add((link["head_uuid"], link["name"]))
         name, _, link_tag = link["name"].rpartition(":")
         if not name:
             name, link_tag = link_tag, "<none>"
         found = best_hash.get(link["head_uuid"])
-        rows.append(
-            (
-                _sort_key(link),
-                ImageListing(
-                    repo=name,
-                    tag=link_tag,
-                    image_id=found["name"] if found else "<unknown>",
-                    collection=link["head_uuid"],
-                    created=_timestamp(link),
-                ),
-            )
-        )
+        add(link, name, link_tag, found["name"] if found else "<unknown>")
     if include_untagged and repo is None:
         named = {link["head_uuid"] for link in names}
         for head, link in best_hash.items():
             if head not in named:
-                rows.append(
-                    (
-                        _sort_key(link),
-                        ImageListing(
-                            repo="<none>",
-                            tag="<none>",
-                            image_id=link["name"],
-                            collection=head,
-                            created=_timestamp(link),
-                        ),
-                    )
-                )
+                add(link, "<none>", "<none>", link["name"])
     rows.sort(key=lambda row: row[0], reverse=True)
     readable = _readable_collections(backend, {row.collection for _, row in rows})
     return [row for _, row in rows if row.collection in readable]
