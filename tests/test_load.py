@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import io
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -131,9 +134,6 @@ def test_a_load_that_registers_first_is_reused_not_duplicated(
 
 def unique_image(archive: Path, tmp_path: Path) -> Path:
     """A copy of a docker-v2 *archive* whose image (config, so ID) no other test has."""
-    import hashlib
-    import io
-    import tarfile
     import uuid
 
     with tarfile.open(archive) as tar:
@@ -806,9 +806,6 @@ def test_images_lists_what_arv_keepdocker_registered(emulator: Any, dockerd: str
 def big_layer_archive(path: Path, layer_mib: int) -> Path:
     """A real docker save with one layer replaced by *layer_mib* MiB of data (diff ID kept
     consistent), so the archive spans several 64 MiB Keep blocks."""
-    import hashlib
-    import io
-    import tarfile
 
     with tarfile.open(APP) as src:
         members = [(m, src.extractfile(m).read() if m.isfile() else None) for m in src]  # type: ignore[union-attr]
@@ -845,6 +842,10 @@ def test_inspect_a_collection_reads_few_blocks(backend: Any, tmp_path: Path) -> 
     assert blocks == 4
     assert fetched < blocks
     assert info.to_json() == inspect_archive(archive).to_json()
+    with tarfile.open(archive) as tar:  # the ID as the archive itself states it
+        (entry,) = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        config = tar.extractfile(entry["Config"]).read()  # type: ignore[union-attr]
+    assert info.images[0].id == "sha256:" + hashlib.sha256(config).hexdigest()
     verified, fetched_all, _ = inspect_collection(backend, loaded.uuid, verify=True)
     assert verified.to_json() == inspect_archive(archive, verify=True).to_json()
     assert fetched_all == blocks
