@@ -229,6 +229,20 @@ def test_project_must_exist_and_be_writable(backend: Any) -> None:
             load_image(backend, str(APP), project_uuid=malformed)
 
 
+def test_embedded_projects_hold_images(local_home: Path) -> None:
+    from keeptar.backends.embedded import EmbeddedBackend
+
+    backend = EmbeddedBackend(local_home)
+    project = backend.create_project("images")
+    with pytest.raises(ConflictError, match="already exists"):
+        backend.create_project("images")
+    loaded = load_image(backend, str(APP), project_uuid=project["uuid"])
+    assert backend.get_collection(loaded.uuid)["owner_uuid"] == project["uuid"]
+    assert {
+        link["owner_uuid"] for link in backend.list_links([["head_uuid", "=", loaded.uuid]])
+    } == {project["uuid"]}
+
+
 def test_collection_source_reuses_blocks(backend: Any) -> None:
     loaded = load_image(backend, str(fixture_path("skopeo-docker-archive.tar")), tag="kt/src:1")
     pdh = loaded.portable_data_hash
