@@ -43,7 +43,7 @@ from keeptar.errors import (
 )
 from keeptar.formats import ArchiveScanner, ImageInfo, read_images
 from keeptar.keep.manifest import (
-    is_collection_uuid,
+    is_collection_ref,
     is_portable_data_hash,
     manifest_from_segments,
     parse_manifest,
@@ -129,7 +129,7 @@ def _mount_file(path: Path) -> _CollectionFile | None:
                     return _CollectionFile(ident, resolved.relative_to(parent).as_posix())
     parts = resolved.parts
     for index, part in enumerate(parts[:-1]):
-        if is_portable_data_hash(part) or is_collection_uuid(part):
+        if is_collection_ref(part):
             return _CollectionFile(part, "/".join(parts[index + 1 :]))
     return None
 
@@ -159,9 +159,7 @@ def detect_source(
             raise UsageError(f"--from {forced.value} needs a source argument")
         if forced in (SourceKind.FILE, SourceKind.ARV_MOUNT) and not Path(argument).is_file():
             raise UsageError(f"{argument}: no such file")
-        if forced is SourceKind.COLLECTION and not (
-            is_portable_data_hash(argument) or is_collection_uuid(argument)
-        ):
+        if forced is SourceKind.COLLECTION and not is_collection_ref(argument):
             raise UsageError(f"{argument!r} is not a collection PDH or UUID")
         return forced, argument
     if argument is None or argument == "-":
@@ -177,7 +175,7 @@ def detect_source(
     if path.is_file():
         kind = SourceKind.ARV_MOUNT if _mount_file(path) else SourceKind.FILE
         return kind, argument
-    if is_portable_data_hash(argument) or is_collection_uuid(argument):
+    if is_collection_ref(argument):
         return SourceKind.COLLECTION, argument
     raise UsageError(
         f"{argument!r} is not a file, a collection PDH or a collection UUID "

@@ -19,7 +19,7 @@ from keeptar.cli._app import (
     reporting_errors,
 )
 from keeptar.formats import ArchiveInfo
-from keeptar.keep.manifest import is_collection_uuid, is_portable_data_hash
+from keeptar.keep.manifest import is_collection_ref
 from keeptar.streaming.sources import open_source
 
 
@@ -71,7 +71,7 @@ def inspect_command(
 def _is_collection(target: str) -> bool:
     if target == "-" or Path(target).exists():
         return False
-    return is_portable_data_hash(target) or is_collection_uuid(target)
+    return is_collection_ref(target)
 
 
 def render_text(info: ArchiveInfo) -> str:

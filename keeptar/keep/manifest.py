@@ -23,6 +23,7 @@ __all__ = [
     "ManifestFile",
     "check_owner_uuid",
     "escape_name",
+    "is_collection_ref",
     "is_collection_uuid",
     "is_portable_data_hash",
     "manifest_from_segments",
@@ -92,6 +93,11 @@ def check_owner_uuid(text: str) -> None:
     """
     if not _OWNER_UUID.fullmatch(text):
         raise UsageError(f"{text!r} is not a project or user UUID (xxxxx-j7d0g-… or xxxxx-tpzed-…)")
+
+
+def is_collection_ref(text: str) -> bool:
+    """Whether *text* names a collection: a PDH or a collection UUID."""
+    return is_portable_data_hash(text) or is_collection_uuid(text)
 
 
 def is_portable_data_hash(text: str) -> bool:
