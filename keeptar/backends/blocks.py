@@ -124,8 +124,7 @@ class BlockWriter:
         if self._detach:
             # The store copies anyway: give it a private copy now and keep filling the
             # one buffer, so memory is one buffer plus the blocks in flight.
-            while not self._copy_slots.acquire(timeout=0.5):
-                self._check_failures()
+            self._take_copy_slot()
             private = bytes(memoryview(self._buffer)[: self._fill])
             self._fill = 0
             self._futures.append(self._pool.submit(self._store_read, lambda: private))
@@ -133,6 +132,16 @@ class BlockWriter:
         block, length = self._buffer, self._fill
         self._buffer, self._fill = None, 0
         self._futures.append(self._pool.submit(self._store, block, length))
+
+    def _take_copy_slot(self) -> None:
+        """Wait until fewer than ``in_flight`` private copies exist, watching for failures."""
+        while not self._copy_slots.acquire(timeout=0.5):
+            self._check_failures()
+
+    def _check_whole_blocks(self, method: str) -> None:
+        if self._fill:
+            raise ValueError(f"{method}() after a partial write()")
+        self._check_failures()
 
     def _store(self, block: mmap.mmap, length: int) -> str:
         try:
@@ -149,9 +158,7 @@ class BlockWriter:
         Filling and storing happen on a worker; this waits only for a free buffer,
         so memory is the writer's buffers (``in_flight + 1``) whatever the size.
         """
-        if self._fill:
-            raise ValueError("submit_fill() after a partial write()")
-        self._check_failures()
+        self._check_whole_blocks("submit_fill")
         buffer = self._take_buffer()
         self._size += length
         self._futures.append(self._pool.submit(self._fill_and_store, buffer, fill, length))
@@ -173,11 +180,8 @@ class BlockWriter:
         For stores that copy anyway: the block exists only while it is stored.  At
         most ``in_flight`` reads or stores are pending at once.
         """
-        if self._fill:
-            raise ValueError("submit_read() after a partial write()")
-        self._check_failures()
-        while not self._copy_slots.acquire(timeout=0.5):
-            self._check_failures()
+        self._check_whole_blocks("submit_read")
+        self._take_copy_slot()
         self._size += length
         self._futures.append(self._pool.submit(self._store_read, read))
 
