@@ -7,9 +7,9 @@ from collections.abc import Callable
 from typing import BinaryIO
 
 from keeptar.backends import Backend, Record
-from keeptar.backends.blocks import KeepFileReader
 from keeptar.errors import NotFoundError, UsageError
 from keeptar.formats import ArchiveInfo, ArchiveScanner, read_images
+from keeptar.keep.blocks import KeepFileReader
 from keeptar.keep.manifest import ManifestFile, parse_manifest
 from keeptar.streaming.sources import ByteSource, open_source, run_tar_stream
 
@@ -92,6 +92,6 @@ def inspect_collection(
         The description, the number of Keep blocks fetched, and the file's block count.
     """
     _, item = find_image_file(backend, collection, path)
-    reader = KeepFileReader(backend, item, name=f"{collection}/{item.path}")
+    reader = KeepFileReader(backend.get_block, item, name=f"{collection}/{item.path}")
     info = inspect_source(ByteSource(reader, reader.name), verify=verify)  # type: ignore[arg-type]
     return info, reader.blocks_fetched, len({segment.locator for segment in item.segments})

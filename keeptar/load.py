@@ -31,7 +31,6 @@ from typing import Any
 
 from keeptar.archive import find_image_file, inspect_source
 from keeptar.backends import Backend, Record
-from keeptar.backends.blocks import BlockWriter, KeepFileReader, StoredStream, store_file
 from keeptar.catalog.images import HASH_LINK, REPO_TAG_LINK, ensure_link, find_image_collections
 from keeptar.catalog.references import familiar_name, parse_image_ref
 from keeptar.errors import (
@@ -42,6 +41,7 @@ from keeptar.errors import (
     UsageError,
 )
 from keeptar.formats import ArchiveScanner, ImageInfo, read_images
+from keeptar.keep.blocks import BlockWriter, KeepFileReader, StoredStream, store_file
 from keeptar.keep.manifest import (
     is_collection_ref,
     is_portable_data_hash,
@@ -452,7 +452,7 @@ def _load_collection_file(
     """Register a file already in Keep by reusing its blocks (#9147)."""
     backend = target.backend
     record, item = find_image_file(backend, ref.collection, ref.path)
-    reader = KeepFileReader(backend, item, name=f"{ref.collection}/{item.path}")
+    reader = KeepFileReader(backend.get_block, item, name=f"{ref.collection}/{item.path}")
     compression = detect_compression(reader.read(MAGIC_LENGTH))
     if compression is not Compression.NONE:
         # Decided from the first block: a compressed file would be read whole for nothing.

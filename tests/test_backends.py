@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 
 from keeptar.backends import open_backend
-from keeptar.backends.blocks import BlockWriter, read_file_range
 from keeptar.errors import BackendError, ConflictError, NotFoundError, UsageError
 from keeptar.keep import Locator, parse_manifest, portable_data_hash, single_file_manifest
+from keeptar.keep.blocks import BlockWriter, read_file_range
 
 MiB = 1 << 20
 
@@ -51,7 +51,7 @@ def test_write_and_read_back(backend: Any) -> None:
     assert [Locator.parse(s.locator).size for s in item.segments] == [2 * MiB, 2 * MiB, MiB + 123]
     assert (
         read_file_range(
-            backend,
+            backend.get_block,
             backend.get_collection(record["uuid"])["manifest_text"],
             item.path,
             0,
@@ -75,7 +75,7 @@ def test_range_reads_fetch_only_overlapping_blocks(backend: Any) -> None:
 
     backend.get_block = counting
     try:
-        piece = read_file_range(backend, manifest, "layer.tar", 2 * MiB + 10, MiB)
+        piece = read_file_range(backend.get_block, manifest, "layer.tar", 2 * MiB + 10, MiB)
     finally:
         backend.get_block = original
     assert piece == data[2 * MiB + 10 : 3 * MiB + 10]
@@ -331,7 +331,7 @@ def test_embedded_image_formats_are_configurable(local_home: Path) -> None:
 WRITER = r"""
 import sys
 from keeptar.backends.embedded import EmbeddedBackend
-from keeptar.backends.blocks import BlockWriter
+from keeptar.keep.blocks import BlockWriter
 from keeptar.keep import single_file_manifest
 backend = EmbeddedBackend(sys.argv[1])
 worker = sys.argv[2]
@@ -366,7 +366,7 @@ def test_concurrent_writers_on_the_embedded_store(local_home: Path) -> None:
     for record in collections:  # every block each process wrote is whole
         (item,) = parse_manifest(record["manifest_text"])
         worker, n = record["name"][1:].split("-")
-        assert read_file_range(backend, record["manifest_text"], "f", 0, item.size) == (
+        assert read_file_range(backend.get_block, record["manifest_text"], "f", 0, item.size) == (
             f"{worker}-{n}-".encode() * 5000
         )
 
@@ -386,7 +386,7 @@ def test_keepstore_failures_are_retried(emulator: Any, monkeypatch: pytest.Monke
     record = store(backend, data, "retried.tar", block_size=MiB)
     assert (
         read_file_range(
-            backend,
+            backend.get_block,
             backend.get_collection(record["uuid"])["manifest_text"],
             "retried.tar",
             0,
@@ -506,8 +506,8 @@ def test_backend_selection_from_the_sdk_settings_file(
 
 @pytest.mark.parametrize("detach", [False, True], ids=["buffers", "copies"])
 def test_store_file_cuts_64_mib_blocks_in_order(tmp_path: Path, detach: bool) -> None:
-    from keeptar.backends.blocks import store_file
     from keeptar.keep import BLOCK_SIZE
+    from keeptar.keep.blocks import store_file
 
     size = 2 * BLOCK_SIZE + 12345
     path = tmp_path / "f"
@@ -529,8 +529,8 @@ def test_store_file_cuts_64_mib_blocks_in_order(tmp_path: Path, detach: bool) ->
 
 @pytest.mark.parametrize("detach", [False, True], ids=["buffers", "copies"])
 def test_store_file_reports_a_file_that_shrank(tmp_path: Path, detach: bool) -> None:
-    from keeptar.backends.blocks import store_file
     from keeptar.errors import ArchiveError
+    from keeptar.keep.blocks import store_file
 
     path = tmp_path / "f"
     path.write_bytes(b"x" * 1000)

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 from conftest import fixture_path, load_truth, run_keeptar
-from keeptar.backends.blocks import read_file_range
 from keeptar.errors import ArchiveError, BackendError, ConflictError, NotFoundError, UsageError
 from keeptar.keep import parse_manifest
+from keeptar.keep.blocks import read_file_range
 from keeptar.load import SourceKind, detect_source, load_image
 
 TRUTH = load_truth()
@@ -35,7 +35,8 @@ V1_NAME = re.compile(r"^[0-9A-Fa-f]{64}\.tar$")
 def stored_bytes(backend: Any, uuid: str) -> tuple[str, bytes]:
     record = backend.get_collection(uuid)
     (item,) = parse_manifest(record["manifest_text"])
-    return item.path, read_file_range(backend, record["manifest_text"], item.path, 0, item.size)
+    data = read_file_range(backend.get_block, record["manifest_text"], item.path, 0, item.size)
+    return item.path, data
 
 
 def links_on(backend: Any, uuid: str) -> list[tuple[str, str]]:
@@ -254,8 +255,8 @@ def test_collection_source_reuses_blocks(backend: Any) -> None:
 def test_compressed_collection_file_is_refused_from_its_first_block(
     backend: Any, tmp_path: Path
 ) -> None:
-    from keeptar.backends.blocks import BlockWriter
     from keeptar.keep import single_file_manifest
+    from keeptar.keep.blocks import BlockWriter
 
     data = gzip.compress(big_layer_archive(tmp_path / "one.tar", 1).read_bytes(), 1)
     with BlockWriter(backend.put_block, block_size=1 << 16) as writer:

@@ -1,4 +1,4 @@
-"""Backend-independent block work: writing a stream as Keep blocks, reading byte ranges.
+"""Block I/O: writing a stream as Keep blocks, reading byte ranges of stored files.
 
 :class:`BlockWriter` cuts a byte stream into 64 MiB blocks and stores them
 through a backend's ``put_block`` on worker threads, so hashing (md5 releases
@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from keeptar.backends._protocol import Backend
 from keeptar.errors import ArchiveError, BackendError, KeeptarError, NotFoundError
 from keeptar.keep.manifest import BLOCK_SIZE, ManifestFile, parse_manifest
 
@@ -263,7 +262,7 @@ class BlockWriter:
 
 
 def read_file_range(
-    backend: Backend, manifest_text: str, path: str, offset: int, length: int
+    get_block: Callable[[str], bytes], manifest_text: str, path: str, offset: int, length: int
 ) -> bytes:
     """Return *length* bytes at *offset* of file *path*, fetching only the blocks needed.
 
@@ -277,7 +276,7 @@ def read_file_range(
             break
     else:
         raise NotFoundError(f"no file {path!r} in the collection")
-    reader = KeepFileReader(backend, item)
+    reader = KeepFileReader(get_block, item)
     reader.seek(offset)
     out = bytearray()
     while len(out) < length and (piece := reader.read(length - len(out))):
@@ -293,15 +292,17 @@ class KeepFileReader(io.RawIOBase):
     only the blocks holding headers and metadata.
 
     Args:
-        backend: where the blocks are.
+        get_block: returns a block's bytes by locator (a backend's ``get_block``).
         item: the file, from :func:`~keeptar.keep.parse_manifest`.
         name: how to call it in messages.
     """
 
-    def __init__(self, backend: Backend, item: ManifestFile, name: str = "") -> None:
+    def __init__(
+        self, get_block: Callable[[str], bytes], item: ManifestFile, name: str = ""
+    ) -> None:
         super().__init__()
         self.name = name or item.path
-        self._backend = backend
+        self._get_block = get_block
         self._segments = item.segments
         self._starts: list[int] = []
         position = 0
@@ -330,7 +331,7 @@ class KeepFileReader(io.RawIOBase):
     def _block(self, locator: str) -> bytes:
         data = self._cache.get(locator)
         if data is None:
-            data = self._backend.get_block(locator)
+            data = self._get_block(locator)
             self.blocks_fetched += 1
             if len(self._cache) >= 2:
                 self._cache.pop(next(iter(self._cache)))
