@@ -469,8 +469,9 @@ def _load_collection_file(
         if found is not None:
             return found
     files = parse_manifest(record["manifest_text"])
-    if (
-        record.get("owner_uuid") == target.owner_uuid
+    if (  # --force: a new collection from the same blocks, never the source itself
+        not target.force
+        and record.get("owner_uuid") == target.owner_uuid
         and len(files) == 1
         and files[0].path == image.file_name
         and "uuid" in record
@@ -538,7 +539,8 @@ def load_image(
         tag: ``repo[:tag]`` to register instead of the archive's own tags.
         image: which image to load from a multi-image archive (ID prefix or repo:tag).
         name: collection name (default ``Docker image REPO:TAG HASH12``).
-        force: upload and create a new collection even if the image is stored already.
+        force: create a new collection even if the image is stored already (uploading
+            again, except from a collection or arv-mount source: its blocks are reused).
         force_image_format: store an image the cluster's dockerImageFormats refuses.
         progress: called with bytes of input read so far.
 

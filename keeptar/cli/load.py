@@ -52,7 +52,12 @@ def load_command(
     ] = None,
     force: Annotated[
         bool,
-        typer.Option("--force", "-f", help="Upload and register again even if already stored."),
+        typer.Option(
+            "--force",
+            "-f",
+            help="Register a new collection even if already stored (uploading again, except "
+            "from a collection or arv-mount path, whose blocks are reused).",
+        ),
     ] = False,
     force_image_format: Annotated[
         bool,
