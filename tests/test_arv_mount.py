@@ -26,6 +26,7 @@ from conftest import fixture_path, load_truth, run_keeptar
 TRUTH = load_truth()
 APP = "docker-v2-app.tar"
 BUILDAH = "buildah-docker-archive.tar"
+SKOPEO = "skopeo-docker-archive.tar"
 PAGE = 3  # the emulator's MaxItemsPerResponse here: every listing below spans pages
 
 
@@ -45,10 +46,12 @@ needs_fuse = pytest.mark.skipif(fuse_missing() is not None, reason=fuse_missing(
 
 @dataclass
 class World:
-    """One cluster: Alice's image in her home, Bob's in a project he shares with her."""
+    """One cluster: Alice's images in her home and her project, Bob's in a project he shares
+    with her."""
 
     emu: Any
-    alice_image: dict[str, Any]  # keeptar load --json output
+    alice_image: dict[str, Any]  # keeptar load --json output, in her home
+    project_image: dict[str, Any]  # in "Alice project"
     bob_image: dict[str, Any]
     bob_images: dict[str, Any]  # Bob's project shared with Alice, holding bob_image
     bob_team: dict[str, Any]  # shared with Alice, inside a project of Bob's she cannot read
@@ -72,6 +75,9 @@ def world() -> Iterator[World]:
     with Emulator(max_page_size=PAGE) as emu:
         alice, bob = emu.api(emu.alice), emu.api(emu.bob)
         alice_image = load_as(emu, emu.alice, str(fixture_path(APP)))
+        project_image = load_as(
+            emu, emu.alice, "--project-uuid", emu.alice_project["uuid"], str(fixture_path(SKOPEO))
+        )
         for i in range(PAGE):  # more home entries than one page holds
             alice.collections().create(
                 body={"name": f"notes {i}", "manifest_text": ""}, ensure_unique_name=True
@@ -95,7 +101,7 @@ def world() -> Iterator[World]:
         )
         emu.share(bob_images["uuid"], emu.alice)
         emu.share(bob_team["uuid"], emu.alice)  # its parent, "Bob project", stays private
-        yield World(emu, alice_image, bob_image, bob_images, bob_team)
+        yield World(emu, alice_image, project_image, bob_image, bob_images, bob_team)
 
 
 def _mounted(path: Path) -> bool:
@@ -229,31 +235,33 @@ def test_inspect_and_load_from_by_id(world: World, mount: Path) -> None:
 
 @needs_fuse
 def test_load_from_home_and_force_a_named_copy(world: World, mount: Path) -> None:
-    emu, image = world.emu, world.alice_image
-    path = mount / "home" / collection(emu, image["uuid"])["name"] / image["file_name"]
+    emu, image, project = world.emu, world.project_image, world.emu.alice_project["uuid"]
+    source = collection(emu, image["uuid"])
+    path = mount / "home" / "Alice project" / source["name"] / image["file_name"]
     puts = keep_puts(emu)
-    again = load_as(emu, emu.alice, str(path))
+    again = load_as(emu, emu.alice, "--project-uuid", project, str(path))
     assert again["uuid"] == image["uuid"]  # the source is the stored image: nothing new
-    project = emu.alice_project["uuid"]
+    # --force --name on a mount path whose collection is the stored image, in the target
+    # project: a new collection with that name, from the same blocks.
     forced = load_as(
-        emu, emu.alice, "--force", "--name", "pinned app", "--project-uuid", project, str(path)
+        emu, emu.alice, "--force", "--name", "pinned", "--project-uuid", project, str(path)
     )
-    assert keep_puts(emu) == puts  # --force on a mount path: same blocks, no upload
+    assert keep_puts(emu) == puts  # no upload
     assert forced["uuid"] != image["uuid"]
     assert forced["portable_data_hash"] == image["portable_data_hash"]
     record = collection(emu, forced["uuid"])
-    assert (record["name"], record["owner_uuid"]) == ("pinned app", project)
-    assert record["properties"]["docker-image-repo-tag"] == "kt/app:2.0"
-    assert links_on(emu, forced["uuid"]) == [
-        ("docker_image_hash", TRUTH[APP]["images"][0]["id"], project),
-        ("docker_image_repo+tag", "kt/app:2.0", project),
-    ]
-    # Forcing again into the same project makes another collection, under a unique name.
+    assert (record["name"], record["owner_uuid"]) == ("pinned", project)
+    assert record["properties"] == source["properties"]
+    assert links_on(emu, forced["uuid"]) == links_on(emu, image["uuid"])
+    assert ("docker_image_hash", TRUTH[SKOPEO]["images"][0]["id"], project) in links_on(
+        emu, forced["uuid"]
+    )
+    # Forcing again makes another collection, under a unique name.
     twice = load_as(
-        emu, emu.alice, "--force", "--name", "pinned app", "--project-uuid", project, str(path)
+        emu, emu.alice, "--force", "--name", "pinned", "--project-uuid", project, str(path)
     )
     assert twice["uuid"] not in (forced["uuid"], image["uuid"])
-    assert collection(emu, twice["uuid"])["name"].startswith("pinned app (")
+    assert collection(emu, twice["uuid"])["name"].startswith("pinned (")
     assert keep_puts(emu) == puts
 
 
