@@ -231,6 +231,13 @@ def test_inspect_and_load_from_by_id(world: World, mount: Path) -> None:
     assert loaded["uuid"] == image["uuid"]
     assert loaded["image_id"] == TRUTH[APP]["images"][0]["id"]
     assert ("docker_image_repo+tag", "kt/by-id:1", emu.alice.uuid) in links_on(emu, image["uuid"])
+    # Forced, it is a new collection of the same blocks: a plain file would be uploaded.
+    project = emu.alice_project["uuid"]
+    forced = load_as(emu, emu.alice, "--force", "--project-uuid", project, str(path))
+    assert keep_puts(emu) == puts
+    assert forced["uuid"] != image["uuid"]
+    assert forced["portable_data_hash"] == image["portable_data_hash"]
+    assert collection(emu, forced["uuid"])["owner_uuid"] == project
 
 
 @needs_fuse
