@@ -357,3 +357,26 @@ def test_shared_returns_top_projects_and_their_readable_owners(world: World) -> 
     assert shared["included"][0]["first_name"] == "Bob"
     own = emu.api(emu.bob).groups().shared(include="owner_uuid").execute()
     assert own["items"] == [] and own["included"] == []  # all of Bob's are in his home
+
+
+# ---- --force with a source already in Keep, on both backends (no FUSE needed) ------------
+
+
+def test_force_from_a_collection_makes_a_named_copy_of_its_blocks(
+    backend: Any, request: pytest.FixtureRequest
+) -> None:
+    from keeptar.backends.arvados import ArvadosBackend
+    from keeptar.load import load_image
+
+    emu = request.getfixturevalue("emulator") if isinstance(backend, ArvadosBackend) else None
+    first = load_image(backend, str(fixture_path(APP)))
+    source = backend.get_collection(first.uuid)
+    puts = keep_puts(emu) if emu else 0
+    name = f"forced {os.urandom(4).hex()}"
+    forced = load_image(backend, first.uuid, force=True, name=name)
+    assert (keep_puts(emu) if emu else 0) == puts
+    assert forced.uuid != first.uuid and forced.reused
+    record = backend.get_collection(forced.uuid)
+    assert (record["name"], record["owner_uuid"]) == (name, source["owner_uuid"])
+    assert record["portable_data_hash"] == source["portable_data_hash"]
+    assert forced.image_id == TRUTH[APP]["images"][0]["id"]
