@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated
 
 import typer
@@ -84,8 +85,15 @@ def load_command(
                 force=force,
                 force_image_format=force_image_format,
                 progress=report,
+                warn=_warn,
             )
     if as_json:
         emit_json(result.to_json())
     else:
         typer.echo(result.uuid)
+
+
+def _warn(message: str) -> None:
+    """Print ``keeptar: warning: <message>`` on stderr."""
+    sys.stderr.write(f"keeptar: warning: {' '.join(message.split())}\n")
+    sys.stderr.flush()
