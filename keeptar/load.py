@@ -32,7 +32,13 @@ from typing import Any
 from keeptar.archive import find_image_file
 from keeptar.backends import Backend, Record
 from keeptar.catalog.images import HASH_LINK, REPO_TAG_LINK, ensure_link, find_image_collections
-from keeptar.catalog.loadable import is_loadable, plan_rewrite, rewrite_manifest, scan_archive
+from keeptar.catalog.loadable import (
+    is_loadable,
+    plan_rewrite,
+    rewrite_manifest,
+    scan_archive,
+    unloadable_warning,
+)
 from keeptar.catalog.references import familiar_name, parse_image_ref
 from keeptar.errors import (
     ArchiveError,
@@ -287,20 +293,18 @@ def _reuse_existing(target: _Target, image: ImageInfo) -> LoadResult | None:
         select=["uuid", "owner_uuid", "name", "manifest_text", "portable_data_hash"],
     )
     owned = [c for c in candidates if c["owner_uuid"] == target.owner_uuid]
+    unloadable: list[str] = []
     for candidate in owned + [c for c in candidates if c not in owned]:
         if not _blocks_stored(target.backend, candidate["manifest_text"]):
             continue  # damaged: upload again, which restores its blocks too
         if not is_loadable(target.backend, candidate["manifest_text"], image):
-            if target.warn is not None:
-                target.warn(
-                    f"collection {candidate['uuid']} holds image {image.id} in a form a "
-                    "compute node cannot load (no manifest.json naming only this image); "
-                    "not reusing it"
-                )
+            unloadable.append(candidate["uuid"])
             continue
         if candidate in owned:
             return _register(target, image, existing=candidate, reused=True)
         return _register(target, image, manifest_text=candidate["manifest_text"], reused=True)
+    if unloadable and target.warn is not None:
+        target.warn(unloadable_warning(image.id, unloadable))
     return None
 
 

@@ -20,7 +20,14 @@ from keeptar.keep.manifest import FileSegment, manifest_from_segments, parse_man
 from keeptar.keep.segments import slice_segments
 from keeptar.streaming.sources import ByteSource, run_tar_stream
 
-__all__ = ["Rewrite", "is_loadable", "plan_rewrite", "rewrite_manifest", "scan_archive"]
+__all__ = [
+    "Rewrite",
+    "is_loadable",
+    "plan_rewrite",
+    "rewrite_manifest",
+    "scan_archive",
+    "unloadable_warning",
+]
 
 
 def scan_archive(source: ByteSource) -> tuple[ArchiveScan, list[ImageInfo]]:
@@ -65,3 +72,12 @@ def rewrite_manifest(
     parts = slice_segments(segments, rewrite.keep)
     parts.append(FileSegment(locator, 0, len(rewrite.tail)))
     return manifest_from_segments(file_name, parts)
+
+
+def unloadable_warning(image_id: str, collections: Sequence[str]) -> str:
+    """The one-line notice that existing collections of *image_id* are not reused."""
+    which = ", ".join(collections)
+    return (
+        f"image {image_id} is stored in {which} in a form a compute node cannot load "
+        "(no manifest.json naming only this image); storing a loadable copy"
+    )
