@@ -411,3 +411,78 @@ def test_cli_prints_the_warning_on_stderr(local_home: Path) -> None:
     lines = result.stderr.decode().splitlines()
     assert len(lines) == 1 and lines[0].startswith("keeptar: warning: ") and old["uuid"] in lines[0]
     assert result.stdout.decode().strip() != old["uuid"]
+
+
+# ---- tar and block edge cases ----------------------------------------------------------
+
+
+def pax_copy(name: str) -> bytes:
+    """*name* re-written by tarfile in PAX format with an extension header before every
+    member, so each member's span starts at its extension header, not its own header."""
+    out = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(fixture_path(name).read_bytes()), mode="r:") as src,
+        tarfile.open(fileobj=out, mode="w:", format=tarfile.PAX_FORMAT) as dst,
+    ):
+        for member in src.getmembers():
+            member.pax_headers = {"comment": "x" * 600}  # longer than a block
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    return out.getvalue()
+
+
+def test_members_with_extension_headers_are_kept_whole(
+    backend: Any, dockerd: str, tmp_path: Path
+) -> None:
+    name, ref = "docker-v2-two-images.tar", "kt/app:2.0"
+    path = tmp_path / "pax.tar"
+    path.write_bytes(pax_copy(name))
+    truth = next(d for d in TRUTH[name]["docker"] if ref in d["repo_tags"])
+    tag = "kt/pax:app"
+    result = load_image(backend, str(path), image=ref, tag=tag, force=True)
+    _, data, _ = stored(backend, result.uuid)
+    stored_members = members(data)
+    assert all(m.pax_headers.get("comment") == "x" * 600 for m in stored_members[:-2])
+    docker_rmi(dockerd, tag, truth["id"])
+    try:
+        assert docker_load(dockerd, data) == [f"Loaded image: {tag}"]
+        assert docker_id(dockerd, tag) == truth["id"]
+    finally:
+        docker_rmi(dockerd, tag, truth["id"])
+
+
+@pytest.mark.parametrize("block", [700, 4096])
+def test_composed_from_many_small_blocks(backend: Any, block: int) -> None:
+    """Member ranges that start and end inside blocks and span several of them."""
+    for name, image in (
+        ("podman-two-images.tar", "localhost/kt/buildah:v2"),
+        ("podman-oci-archive.tar", None),
+    ):
+        source = fixture_path(name).read_bytes()
+        pieces = [source[i : i + block] for i in range(0, len(source), block)]
+        stored_blocks = [backend.put_block(memoryview(piece)) for piece in pieces]
+        raw = backend.create_collection(
+            manifest_text=f". {' '.join(stored_blocks)} 0:{len(source)}:{name}\n",
+            name=f"{name} in {block}-byte blocks",
+            owner_uuid=backend.current_user().uuid,
+            properties={},
+            ensure_unique_name=True,
+        )
+        result = load_image(backend, raw["uuid"], image=image, force=True)
+        _, data, manifest_text = stored(backend, result.uuid)
+        used = locators(manifest_text)
+        assert set(used[:-1]) <= {loc.split("+A")[0] for loc in stored_blocks}
+        assert len(used) - 1 < len(stored_blocks) or image is None
+        (entry,) = json.loads(member_bytes(data, "manifest.json"))
+        config = member_bytes(data, entry["Config"])
+        assert "sha256:" + hashlib.sha256(config).hexdigest() == result.image_id
+        diff_ids = json.loads(config)["rootfs"]["diff_ids"]
+        got = []
+        for layer in entry["Layers"]:
+            blob = member_bytes(data, layer)
+            if blob[:2] == b"\x1f\x8b":
+                blob = gzip.decompress(blob)
+            got.append("sha256:" + hashlib.sha256(blob).hexdigest())
+        assert got == diff_ids
+        for member in members(data):  # every kept member's bytes are the original's
+            if member.isfile() and member.name not in ("manifest.json", "repositories"):
+                assert member_bytes(data, member.name) == member_bytes(source, member.name)
