@@ -283,16 +283,18 @@ def test_multi_image_archive_loads_one_image_in_docker(
         docker_rmi(dockerd, tag, truth["id"])
 
 
-def test_multi_image_from_stdin_gzip(backend: Any) -> None:
+@pytest.mark.parametrize(
+    ("name", "ref"),
+    [("podman-two-images.tar", "localhost/kt/buildah:v1"), ("podman-oci-archive.tar", None)],
+)
+def test_stdin_gzip_gives_the_same_file(backend: Any, name: str, ref: str | None) -> None:
     """The streaming path (compressed input, stored decompressed) composes the same file."""
-    name, ref = "podman-two-images.tar", "localhost/kt/buildah:v1"
     from_file = load_image(backend, str(fixture_path(name)), image=ref, force=True)
     done = run_keeptar(
         "load",
         "--json",
         "--force",
-        "--image",
-        ref,
+        *(["--image", ref] if ref else []),
         "-",
         input=gzip.compress(fixture_path(name).read_bytes()),
     )
@@ -301,7 +303,7 @@ def test_multi_image_from_stdin_gzip(backend: Any) -> None:
     assert from_stdin["portable_data_hash"] == from_file.portable_data_hash
     _, data, _ = stored(backend, from_stdin["uuid"])
     (entry,) = json.loads(member_bytes(data, "manifest.json"))
-    assert entry["RepoTags"] == [ref]
+    assert entry["RepoTags"] == [from_file.repo_tag]  # the registered name
 
 
 def test_collection_source_is_composed_from_its_segments(backend: Any) -> None:
@@ -486,3 +488,41 @@ def test_composed_from_many_small_blocks(backend: Any, block: int) -> None:
         for member in members(data):  # every kept member's bytes are the original's
             if member.isfile() and member.name not in ("manifest.json", "repositories"):
                 assert member_bytes(data, member.name) == member_bytes(source, member.name)
+
+
+# ---- Singularity's reader: containers/image docker-archive, through skopeo --------------
+
+
+@pytest.mark.parametrize(
+    ("name", "image"),
+    [
+        ("skopeo-oci-archive.tar", None),
+        ("podman-oci-archive.tar", None),
+        ("docker-v2-two-images.tar", "kt/app:2.0"),
+        ("podman-two-images.tar", "localhost/kt/buildah:v1"),
+    ],
+)
+def test_containers_image_reads_the_stored_file_as_one_image(
+    backend: Any, tmp_path: Path, name: str, image: str | None
+) -> None:
+    """`singularity build … docker-archive://` reads with containers/image, as skopeo does:
+    with no image named it needs exactly one image in manifest.json."""
+    result = load_image(backend, str(fixture_path(name)), image=image, force=True)
+    _, data, _ = stored(backend, result.uuid)
+    path = tmp_path / "stored.tar"
+    path.write_bytes(data)
+    raw = subprocess.run(
+        ["skopeo", "inspect", "--raw", f"docker-archive:{path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert raw.returncode == 0, raw.stderr
+    assert json.loads(raw.stdout)["config"]["digest"] == result.image_id
+    copied = subprocess.run(  # reads and checks every layer
+        ["skopeo", "copy", f"docker-archive:{path}", f"dir:{tmp_path / 'out'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert copied.returncode == 0, copied.stderr
