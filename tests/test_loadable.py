@@ -526,3 +526,87 @@ def test_containers_image_reads_the_stored_file_as_one_image(
         timeout=120,
     )
     assert copied.returncode == 0, copied.stderr
+
+
+# ---- is_loadable reads the end of the file first ----------------------------------------
+
+
+class CountingBackend:
+    """Passes get_block through to a backend, counting the calls."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.fetched = 0
+
+    def get_block(self, locator: str) -> bytes:
+        self.fetched += 1
+        data: bytes = self.inner.get_block(locator)
+        return data
+
+
+def small_blocks(backend: Any, data: bytes, file_name: str, block: int = 1024) -> tuple[str, int]:
+    """(manifest text, block count) of *data* stored as *block*-byte blocks."""
+    pieces = [
+        backend.put_block(memoryview(data[i : i + block])) for i in range(0, len(data), block)
+    ]
+    return f". {' '.join(pieces)} 0:{len(data)}:{file_name}\n", len(pieces)
+
+
+def reordered(name: str, first: str) -> bytes:
+    """*name* re-written by tarfile with member *first* moved to the front."""
+    out = io.BytesIO()
+    with (
+        tarfile.open(fileobj=io.BytesIO(fixture_path(name).read_bytes()), mode="r:") as src,
+        tarfile.open(fileobj=out, mode="w:", format=tarfile.GNU_FORMAT) as dst,
+    ):
+        ordered = sorted(src.getmembers(), key=lambda m: m.name != first)
+        for member in ordered:
+            dst.addfile(member, src.extractfile(member) if member.isfile() else None)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "data_of", "loadable", "scans"),
+    [
+        ("docker-v2-app.tar", None, True, False),  # manifest.json at the end: tail only
+        ("docker-v2-two-images.tar", None, False, False),  # two items: tail only
+        ("skopeo-oci-archive.tar", None, False, True),  # no manifest.json: full scan
+        ("docker-v2-app.tar", "manifest.json", True, True),  # manifest.json first: full scan
+    ],
+)
+def test_is_loadable_looks_at_the_end_first(
+    backend: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    data_of: str | None,
+    loadable: bool,
+    scans: bool,
+) -> None:
+    from keeptar import inspect_archive
+    from keeptar.catalog import loadable as module
+
+    monkeypatch.setattr(module, "TAIL_BYTES", 3 * 1024)
+    data = reordered(name, data_of) if data_of else fixture_path(name).read_bytes()
+    image = inspect_archive(io.BytesIO(data)).images[0]  # the input, not an expected value
+    manifest_text, count = small_blocks(backend, data, image.file_name)
+    counting = CountingBackend(backend)
+    assert module.is_loadable(counting, manifest_text, image) is loadable  # type: ignore[arg-type]
+    tail_blocks = 3 * 1024 // 1024 + 1
+    if scans:
+        assert counting.fetched > tail_blocks
+    else:
+        assert counting.fetched <= tail_blocks < count
+
+
+def test_is_loadable_wants_one_tar_named_by_the_image(backend: Any) -> None:
+    from keeptar import inspect_archive
+    from keeptar.catalog.loadable import is_loadable
+
+    data = fixture_path("docker-v2-app.tar").read_bytes()
+    image = inspect_archive(io.BytesIO(data)).images[0]
+    locator = backend.put_block(memoryview(data))
+    good = f". {locator} 0:{len(data)}:{image.file_name}\n"
+    assert is_loadable(backend, good, image)
+    assert not is_loadable(backend, f". {locator} 0:{len(data)}:other.tar\n", image)
+    two = f". {locator} 0:{len(data)}:{image.file_name} 0:{len(data)}:copy.tar\n"
+    assert not is_loadable(backend, two, image)
