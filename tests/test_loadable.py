@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from conftest import fixture_path, load_truth, run_keeptar
+from keeptar.archive import inspect_collection
 from keeptar.catalog.images import HASH_LINK
 from keeptar.keep import parse_manifest
 from keeptar.keep.blocks import read_file_range
@@ -159,6 +160,9 @@ def test_oci_only_archive_gets_a_manifest_json_zero_copy(backend: Any, name: str
     blocks = locators(manifest_text)
     assert blocks[0] == whole_file_locator(source) and len(blocks) == 2
     assert int(blocks[1].split("+")[1]) <= 4096
+    # keeptar itself reads it back as Docker 25's layout, every digest checked.
+    info, _, _ = inspect_collection(backend, result.uuid, verify=True)
+    assert info.format.value == "docker-oci" and [i.id for i in info.images] == [image_id]
 
 
 def test_appended_layout_is_docker_25s(backend: Any) -> None:
