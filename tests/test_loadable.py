@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import io
 import json
+import lzma
 import re
 import subprocess
 import tarfile
@@ -209,33 +210,47 @@ CHOICES = [
     ("docker-v2-two-images.tar", "kt/app:2.0"),  # its first layer is a symlink
     ("podman-two-images.tar", "localhost/kt/buildah:v2"),
     ("ggcr-test-link.tar", None),  # 2 images, a symlinked layer
+    ("podman-docker-two-images.tar.xz", "example.com/empty/but:different"),  # Parent, symlink
+    ("ggcr-test-bundle.tar", "test_image_2"),  # LayerSources, no directory entries
 ]
 
 
+def source_bytes(name: str) -> bytes:
+    """The fixture's tar bytes (decompressed, as keeptar stores them)."""
+    data = fixture_path(name).read_bytes()
+    if name.endswith(".xz"):
+        return lzma.decompress(data)
+    if name.endswith(".gz"):
+        return gzip.decompress(data)
+    return data
+
+
+def manifest_item(name: str, ref: str | None) -> dict[str, Any]:
+    """The source manifest.json item for *ref*, or the first with a symlinked layer."""
+    source = source_bytes(name)
+    by_name = {m.name: m for m in members(source)}
+    items: list[dict[str, Any]] = json.loads(member_bytes(source, "manifest.json"))
+    if ref is None:
+        return next(i for i in items if any(by_name[layer].issym() for layer in i["Layers"]))
+    return next(i for i in items if ref in (i["RepoTags"] or []))
+
+
 def _choose(name: str, ref: str | None) -> tuple[str, dict[str, Any]]:
-    """(--image value, the docker truth for it) for a multi-image fixture."""
-    if name == "ggcr-test-link.tar":
-        manifest = json.loads(member_bytes(fixture_path(name).read_bytes(), "manifest.json"))
-        linked = next(
-            item for item in manifest if any(m.issym() for m in _layer_members(name, item))
-        )
-        image_id = "sha256:" + linked["Config"].removesuffix(".json")
-        return image_id[7:19], {"id": image_id, "repo_tags": linked["RepoTags"] or []}
-    assert ref is not None
-    docker = next(d for d in TRUTH[name]["docker"] if ref in d["repo_tags"])
-    return ref, docker
-
-
-def _layer_members(name: str, item: dict[str, Any]) -> list[tarfile.TarInfo]:
-    by_name = {m.name: m for m in members(fixture_path(name).read_bytes())}
-    return [by_name[layer] for layer in item["Layers"]]
+    """(--image value, {"id"}) for a multi-image fixture: the ID is the sha256 of the config
+    bytes as tarfile reads them (and what dockerd reported, where truth.json has it)."""
+    config = member_bytes(source_bytes(name), manifest_item(name, ref)["Config"])
+    image_id = "sha256:" + hashlib.sha256(config).hexdigest()
+    for docker in TRUTH.get(name, {}).get("docker", []):
+        if ref in docker["repo_tags"]:
+            assert docker["id"] == image_id
+    return ref or image_id[7:19], {"id": image_id}
 
 
 @pytest.mark.parametrize(("name", "ref"), CHOICES)
 def test_multi_image_archive_stores_only_the_chosen_image(
     backend: Any, name: str, ref: str | None
 ) -> None:
-    source = fixture_path(name).read_bytes()
+    source = source_bytes(name)
     wanted, truth = _choose(name, ref)
     result = load_image(backend, str(fixture_path(name)), image=wanted, force=True)
     assert result.image_id == truth["id"]
@@ -264,6 +279,7 @@ def test_multi_image_archive_stores_only_the_chosen_image(
         "repositories",
     }
     assert "Parent" not in entry
+    assert entry.get("LayerSources") == manifest_item(name, ref).get("LayerSources")
     # Zero-copy: the uploaded block is referenced, plus one small block.
     blocks = locators(manifest_text)
     assert blocks[0] == whole_file_locator(source) and len(blocks) == 2
