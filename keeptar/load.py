@@ -29,9 +29,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keeptar.archive import find_image_file, inspect_source
+from keeptar.archive import find_image_file
 from keeptar.backends import Backend, Record
 from keeptar.catalog.images import HASH_LINK, REPO_TAG_LINK, ensure_link, find_image_collections
+from keeptar.catalog.loadable import (
+    is_loadable,
+    plan_rewrite,
+    rewrite_manifest,
+    scan_archive,
+    unloadable_warning,
+)
 from keeptar.catalog.references import familiar_name, parse_image_ref
 from keeptar.errors import (
     ArchiveError,
@@ -41,6 +48,7 @@ from keeptar.errors import (
     UsageError,
 )
 from keeptar.formats import ArchiveScanner, ImageInfo, read_images
+from keeptar.formats.loadable import Rewrite
 from keeptar.keep.blocks import BlockWriter, KeepFileReader, StoredStream, store_file
 from keeptar.keep.manifest import (
     is_collection_ref,
@@ -49,6 +57,7 @@ from keeptar.keep.manifest import (
     parse_manifest,
     single_file_manifest,
 )
+from keeptar.keep.segments import stream_segments
 from keeptar.streaming.decompress import MAGIC_LENGTH, Compression, detect_compression
 from keeptar.streaming.sources import ByteSource, open_source, run_tar_stream
 
@@ -260,6 +269,7 @@ class _Target:
     tag: str | None
     name: str | None
     force: bool
+    warn: Callable[[str], None] | None = None
 
 
 def _resolve_owner(backend: Backend, project_uuid: str | None) -> str:
@@ -283,12 +293,18 @@ def _reuse_existing(target: _Target, image: ImageInfo) -> LoadResult | None:
         select=["uuid", "owner_uuid", "name", "manifest_text", "portable_data_hash"],
     )
     owned = [c for c in candidates if c["owner_uuid"] == target.owner_uuid]
+    unloadable: list[str] = []
     for candidate in owned + [c for c in candidates if c not in owned]:
         if not _blocks_stored(target.backend, candidate["manifest_text"]):
             continue  # damaged: upload again, which restores its blocks too
+        if not is_loadable(target.backend, candidate["manifest_text"], image):
+            unloadable.append(candidate["uuid"])
+            continue
         if candidate in owned:
             return _register(target, image, existing=candidate, reused=True)
         return _register(target, image, manifest_text=candidate["manifest_text"], reused=True)
+    if unloadable and target.warn is not None:
+        target.warn(unloadable_warning(image.id, unloadable))
     return None
 
 
@@ -388,22 +404,29 @@ def _load_stream(
         _, images = read_images(scanner.scan)
         image = _choose_image(images, image_ref)
         _check_format(backend, image, force_image_format)
+        rewrite = plan_rewrite(scanner.scan, images, image, _repo_tags(image, target.tag))
         stored = writer.finish()
-    return _register_stored(target, image, stored)
+    return _register_stored(target, image, stored, rewrite)
 
 
-def _register_stored(target: _Target, image: ImageInfo, stored: StoredStream) -> LoadResult:
+def _register_stored(
+    target: _Target, image: ImageInfo, stored: StoredStream, rewrite: Rewrite | None = None
+) -> LoadResult:
     """Register freshly stored bytes as *image*.
 
     Unless ``--force``, look for the image once more first: another load may have
     registered it while these bytes were uploading, and the stored blocks are the
     same either way (content-addressed), so reuse beats a duplicate collection.
+    With *rewrite*, the file stored is the loadable single-image form of those bytes.
     """
     if not target.force:
         found = _reuse_existing(target, image)
         if found is not None:
             return found
     manifest = single_file_manifest(image.file_name, stored.locators, stored.size)
+    if rewrite is not None:
+        segments = stream_segments(stored.locators)
+        manifest = rewrite_manifest(target.backend, segments, rewrite, image.file_name)
     return _register(target, image, manifest_text=manifest)
 
 
@@ -424,8 +447,10 @@ def _load_plain_file(
     backend = target.backend
     assert source.fd is not None
     status = os.fstat(source.fd)
-    image = _choose_image(inspect_source(source).images, image_ref)
+    scan, images = scan_archive(source)
+    image = _choose_image(images, image_ref)
     _check_format(backend, image, force_image_format)
+    rewrite = plan_rewrite(scan, images, image, _repo_tags(image, target.tag))
     if not target.force:
         found = _reuse_existing(target, image)
         if found is not None:
@@ -439,7 +464,7 @@ def _load_plain_file(
     )
     if _identity(os.fstat(source.fd)) != _identity(status):
         raise ArchiveError(f"{source.name} changed while it was being loaded; load it again")
-    return _register_stored(target, image, stored)
+    return _register_stored(target, image, stored, rewrite)
 
 
 def _load_collection_file(
@@ -461,13 +486,17 @@ def _load_collection_file(
             "so load it from a file or stdin to store it decompressed"
         )
     reader.seek(0)
-    info = inspect_source(ByteSource(reader, reader.name))  # type: ignore[arg-type]
-    image = _choose_image(info.images, image_ref)
+    scan, images = scan_archive(ByteSource(reader, reader.name))  # type: ignore[arg-type]
+    image = _choose_image(images, image_ref)
     _check_format(backend, image, force_image_format)
+    rewrite = plan_rewrite(scan, images, image, _repo_tags(image, target.tag))
     if not target.force:
         found = _reuse_existing(target, image)
         if found is not None:
             return found
+    if rewrite is not None:
+        manifest = rewrite_manifest(backend, item.segments, rewrite, image.file_name)
+        return _register(target, image, manifest_text=manifest, reused=True)
     files = parse_manifest(record["manifest_text"])
     if (  # --force: a new collection from the same blocks, never the source itself
         not target.force
@@ -528,6 +557,7 @@ def load_image(
     force: bool = False,
     force_image_format: bool = False,
     progress: Callable[[int], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> LoadResult:
     """Load an image into *backend* and register it; see the module docstring.
 
@@ -543,6 +573,9 @@ def load_image(
             again, except from a collection or arv-mount source: its blocks are reused).
         force_image_format: store an image the cluster's dockerImageFormats refuses.
         progress: called with bytes of input read so far.
+        warn: called with a one-line message when the load does something the
+            user should know of (an existing collection is not reused because a
+            compute node could not load it); each message once.
 
     Raises:
         KeeptarError: see :mod:`keeptar.errors`; nothing is left registered.
@@ -550,7 +583,7 @@ def load_image(
     kind, value = detect_source(source, source_kind)
     if tag is not None:
         parse_image_ref(tag)
-    target = _Target(backend, _resolve_owner(backend, project_uuid), tag, name, force)
+    target = _Target(backend, _resolve_owner(backend, project_uuid), tag, name, force, _once(warn))
 
     if kind in (SourceKind.COLLECTION, SourceKind.ARV_MOUNT):
         ref = (
@@ -586,6 +619,20 @@ def load_image(
             force_image_format=force_image_format,
             progress=progress,
         )
+
+
+def _once(warn: Callable[[str], None] | None) -> Callable[[str], None] | None:
+    """*warn*, passing on each distinct message only once."""
+    if warn is None:
+        return None
+    seen: set[str] = set()
+
+    def once(message: str) -> None:
+        if message not in seen:
+            seen.add(message)
+            warn(message)
+
+    return once
 
 
 def _identity(info: os.stat_result) -> tuple[int, int, int, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated
 
 import typer
@@ -44,7 +45,10 @@ def load_command(
     ] = None,
     image: Annotated[
         str | None,
-        typer.Option("--image", help="Image to load from a multi-image archive (ID or REPO:TAG)."),
+        typer.Option(
+            "--image",
+            help="Image to load from a multi-image archive (ID or REPO:TAG); only it is stored.",
+        ),
     ] = None,
     name: Annotated[
         str | None,
@@ -73,6 +77,10 @@ def load_command(
 
     Prints the collection UUID.  Loading an image that is already stored reuses it:
     no new upload, collection or links.  Nothing is left registered if it fails.
+
+    What is stored is what a compute node can load: an OCI-only archive gets a
+    manifest.json appended (Docker 25+'s layout), and from a multi-image archive only
+    the chosen image is kept; both reuse the uploaded blocks plus one small block.
     """
     with reporting_errors():
         store = open_backend(backend, quiet=True)
@@ -89,8 +97,15 @@ def load_command(
                 force=force,
                 force_image_format=force_image_format,
                 progress=report,
+                warn=_warn,
             )
     if as_json:
         emit_json(result.to_json())
     else:
         typer.echo(result.uuid)
+
+
+def _warn(message: str) -> None:
+    """Print ``keeptar: warning: <message>`` on stderr."""
+    sys.stderr.write(f"keeptar: warning: {' '.join(message.split())}\n")
+    sys.stderr.flush()
