@@ -32,7 +32,15 @@ from typing import Any
 from keeptar.archive import find_image_file, inspect_source
 from keeptar.backends import Backend, Record
 from keeptar.catalog.images import HASH_LINK, REPO_TAG_LINK, ensure_link, find_image_collections
-from keeptar.catalog.references import familiar_name, parse_image_ref
+from keeptar.catalog.references import (
+    abbreviate,
+    collection_name_problem,
+    link_name_problem,
+    parse_image_ref,
+    reference_problem,
+    same_repository_names,
+    split_image_ref,
+)
 from keeptar.errors import (
     ArchiveError,
     ConflictError,
@@ -200,11 +208,9 @@ def _choose_image(images: Sequence[ImageInfo], wanted: str | None) -> ImageInfo:
     by_id = [i for i in images if bare and i.id.removeprefix("sha256:").startswith(bare)]
     if len(by_id) == 1:
         return by_id[0]
-    try:
-        ref = str(parse_image_ref(wanted))
-    except UsageError:
-        ref = wanted
-    by_tag = [i for i in images if ref in _repo_tags(i, None)]
+    ref = split_image_ref(wanted)
+    spellings = {f"{name}:{ref.tag}" for name in same_repository_names(ref.repo)}
+    by_tag = [i for i in images if spellings & set(i.repo_tags)]
     if len(by_tag) == 1:
         return by_tag[0]
     ids = ", ".join(i.id for i in images)
@@ -229,18 +235,41 @@ def _check_format(backend: Backend, image: ImageInfo, force: bool) -> None:
     )
 
 
-def _repo_tags(image: ImageInfo, tag: str | None) -> list[str]:
+def _repo_tags(image: ImageInfo, tag: str | None, skipped: list[str] | None = None) -> list[str]:
+    """The names to register, never rewritten: ``--tag`` as typed, or the archive's RepoTags.
+
+    RepoTags that Docker's grammar or the API server refuses are left out, each
+    with a reason appended to *skipped*.
+    """
     if tag is not None:
         return [str(parse_image_ref(tag))]
     tags: list[str] = []
     for raw in image.repo_tags:
-        try:
-            ref = str(parse_image_ref(familiar_name(raw)))
-        except UsageError:
-            continue  # names Docker itself would refuse (upper case…) are not registered
-        if ref not in tags:
-            tags.append(ref)
+        problem = reference_problem(raw) or link_name_problem(raw)
+        if problem is not None:
+            if skipped is not None:
+                skipped.append(f"archive tag {abbreviate(raw)} is not registered: {problem}")
+        elif raw not in tags:
+            tags.append(raw)
     return tags
+
+
+def _check_names(target: _Target, image: ImageInfo) -> None:
+    """Before anything is stored: warn about skipped RepoTags, refuse a name the server would.
+
+    Raises:
+        UsageError: the collection name (given, or made from a long tag) is refused.
+    """
+    skipped: list[str] = []
+    tags = _repo_tags(image, target.tag, skipped)
+    if target.warn is not None:
+        for message in skipped:
+            target.warn(message)
+    name = target.name or collection_name(image.id, tags[0] if tags else None)
+    problem = collection_name_problem(name)
+    if problem is not None:
+        hint = "" if target.name else " (made from the tag; give a shorter one with --name)"
+        raise UsageError(f"{problem}{hint}")
 
 
 def collection_name(image_id: str, repo_tag: str | None) -> str:
@@ -260,6 +289,7 @@ class _Target:
     tag: str | None
     name: str | None
     force: bool
+    warn: Callable[[str], None] | None = None
 
 
 def _resolve_owner(backend: Backend, project_uuid: str | None) -> str:
@@ -388,6 +418,7 @@ def _load_stream(
         _, images = read_images(scanner.scan)
         image = _choose_image(images, image_ref)
         _check_format(backend, image, force_image_format)
+        _check_names(target, image)
         stored = writer.finish()
     return _register_stored(target, image, stored)
 
@@ -426,6 +457,7 @@ def _load_plain_file(
     status = os.fstat(source.fd)
     image = _choose_image(inspect_source(source).images, image_ref)
     _check_format(backend, image, force_image_format)
+    _check_names(target, image)
     if not target.force:
         found = _reuse_existing(target, image)
         if found is not None:
@@ -464,6 +496,7 @@ def _load_collection_file(
     info = inspect_source(ByteSource(reader, reader.name))  # type: ignore[arg-type]
     image = _choose_image(info.images, image_ref)
     _check_format(backend, image, force_image_format)
+    _check_names(target, image)
     if not target.force:
         found = _reuse_existing(target, image)
         if found is not None:
@@ -527,6 +560,7 @@ def load_image(
     force: bool = False,
     force_image_format: bool = False,
     progress: Callable[[int], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> LoadResult:
     """Load an image into *backend* and register it; see the module docstring.
 
@@ -541,14 +575,28 @@ def load_image(
         force: upload and create a new collection even if the image is stored already.
         force_image_format: store an image the cluster's dockerImageFormats refuses.
         progress: called with bytes of input read so far.
+        warn: called with a one-line message for each archive RepoTag that is
+            not registered (Docker or the API server would refuse it).
 
     Raises:
         KeeptarError: see :mod:`keeptar.errors`; nothing is left registered.
+        UsageError: also for a ``--tag`` or ``--name`` that Docker or the API
+            server would refuse, before anything is read or stored.
     """
     kind, value = detect_source(source, source_kind)
     if tag is not None:
-        parse_image_ref(tag)
-    target = _Target(backend, _resolve_owner(backend, project_uuid), tag, name, force)
+        typed = str(parse_image_ref(tag))
+        problem = link_name_problem(typed)
+        if problem is None and not name:
+            problem = collection_name_problem(collection_name("0" * 12, typed))
+            problem = problem and f"{problem} (the default name holds the tag; give --name)"
+        if problem is not None:
+            raise UsageError(f"--tag {abbreviate(typed)}: {problem}")
+    if name:
+        problem = collection_name_problem(name)
+        if problem is not None:
+            raise UsageError(f"--name: {problem}")
+    target = _Target(backend, _resolve_owner(backend, project_uuid), tag, name, force, warn)
 
     if kind in (SourceKind.COLLECTION, SourceKind.ARV_MOUNT):
         ref = (

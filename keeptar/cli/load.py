@@ -40,7 +40,11 @@ def load_command(
     ] = None,
     tag: Annotated[
         str | None,
-        typer.Option("--tag", help="REPO[:TAG] to register [default: the archive's tags]."),
+        typer.Option(
+            "--tag",
+            help="REPO[:TAG] to register, exactly as typed (TAG defaults to latest) "
+            "[default: the archive's tags, as written].",
+        ),
     ] = None,
     image: Annotated[
         str | None,
@@ -68,6 +72,8 @@ def load_command(
 
     Prints the collection UUID.  Loading an image that is already stored reuses it:
     no new upload, collection or links.  Nothing is left registered if it fails.
+    Names are registered exactly as given (--tag, or the archive's RepoTags);
+    a RepoTag that Docker or Arvados would refuse is skipped with a warning.
     """
     with reporting_errors():
         store = open_backend(backend, quiet=True)
@@ -84,8 +90,13 @@ def load_command(
                 force=force,
                 force_image_format=force_image_format,
                 progress=report,
+                warn=_warn,
             )
     if as_json:
         emit_json(result.to_json())
     else:
         typer.echo(result.uuid)
+
+
+def _warn(message: str) -> None:
+    typer.echo(f"keeptar: warning: {message}", err=True)
