@@ -587,7 +587,7 @@ def load_image(
     if tag is not None:
         typed = str(parse_image_ref(tag))
         problem = link_name_problem(typed)
-        if problem is None and not name:
+        if problem is None and not name:  # the default name's length does not hang on the ID
             problem = collection_name_problem(collection_name("0" * 12, typed))
             problem = problem and f"{problem} (the default name holds the tag; give --name)"
         if problem is not None:
