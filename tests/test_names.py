@@ -256,6 +256,9 @@ def test_bad_repo_tags_are_skipped_with_one_warning_each(backend: Any, tmp_path:
         assert line.startswith("keeptar: warning: archive tag ")
         assert repr(tag[:60])[:-1] in line and "not registered" in line
     assert "255" in warnings[-1]
+    again = run_keeptar("load", "--json", str(archive))  # reused: the same warnings, once each
+    assert again.returncode == 0 and json.loads(again.stdout)["uuid"] == uuid
+    assert again.stderr.decode().strip().splitlines() == warnings
 
 
 def test_warnings_go_to_a_callback_not_to_stderr(
@@ -319,6 +322,11 @@ def test_a_long_archive_tag_needs_a_name_before_any_upload(
     named = run_keeptar("load", "--json", "--force", "--name", "x", str(archive))
     assert named.returncode == 0, named.stderr
     assert repo_tag_links(backend, json.loads(named.stdout)["uuid"]) == [tag]
+    # From a pipe the tag is known only after the bytes: still refused, nothing registered.
+    links = len(list(backend.list_links([["name", "=", tag]])))
+    piped = run_keeptar("load", "--force", "-", input=archive.read_bytes())
+    assert_usage_error(piped, "--name")
+    assert len(list(backend.list_links([["name", "=", tag]]))) == links
 
 
 # ---- the emulator refuses what the server refuses, through the real SDK --------------------
