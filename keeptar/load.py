@@ -39,7 +39,15 @@ from keeptar.catalog.loadable import (
     scan_archive,
     unloadable_warning,
 )
-from keeptar.catalog.references import familiar_name, parse_image_ref
+from keeptar.catalog.references import (
+    abbreviate,
+    collection_name_problem,
+    link_name_problem,
+    parse_image_ref,
+    reference_problem,
+    same_repository_names,
+    split_image_ref,
+)
 from keeptar.errors import (
     ArchiveError,
     ConflictError,
@@ -209,11 +217,9 @@ def _choose_image(images: Sequence[ImageInfo], wanted: str | None) -> ImageInfo:
     by_id = [i for i in images if bare and i.id.removeprefix("sha256:").startswith(bare)]
     if len(by_id) == 1:
         return by_id[0]
-    try:
-        ref = str(parse_image_ref(wanted))
-    except UsageError:
-        ref = wanted
-    by_tag = [i for i in images if ref in _repo_tags(i, None)]
+    ref = split_image_ref(wanted)
+    spellings = {f"{name}:{ref.tag}" for name in same_repository_names(ref.repo)}
+    by_tag = [i for i in images if spellings & set(i.repo_tags)]
     if len(by_tag) == 1:
         return by_tag[0]
     ids = ", ".join(i.id for i in images)
@@ -238,18 +244,41 @@ def _check_format(backend: Backend, image: ImageInfo, force: bool) -> None:
     )
 
 
-def _repo_tags(image: ImageInfo, tag: str | None) -> list[str]:
+def _repo_tags(image: ImageInfo, tag: str | None, skipped: list[str] | None = None) -> list[str]:
+    """The names to register, never rewritten: ``--tag`` as typed, or the archive's RepoTags.
+
+    RepoTags that Docker's grammar or the API server refuses are left out, each
+    with a reason appended to *skipped*.
+    """
     if tag is not None:
         return [str(parse_image_ref(tag))]
     tags: list[str] = []
     for raw in image.repo_tags:
-        try:
-            ref = str(parse_image_ref(familiar_name(raw)))
-        except UsageError:
-            continue  # names Docker itself would refuse (upper case…) are not registered
-        if ref not in tags:
-            tags.append(ref)
+        problem = reference_problem(raw) or link_name_problem(raw)
+        if problem is not None:
+            if skipped is not None:
+                skipped.append(f"archive tag {abbreviate(raw)} is not registered: {problem}")
+        elif raw not in tags:
+            tags.append(raw)
     return tags
+
+
+def _check_names(target: _Target, image: ImageInfo) -> None:
+    """Before anything is stored: warn about skipped RepoTags, refuse a name the server would.
+
+    Raises:
+        UsageError: the collection name (given, or made from a long tag) is refused.
+    """
+    skipped: list[str] = []
+    tags = _repo_tags(image, target.tag, skipped)
+    if target.warn is not None:
+        for message in skipped:
+            target.warn(message)
+    name = target.name or collection_name(image.id, tags[0] if tags else None)
+    problem = collection_name_problem(name)
+    if problem is not None:
+        hint = "" if target.name else " (made from the tag; give a shorter one with --name)"
+        raise UsageError(f"{problem}{hint}")
 
 
 def collection_name(image_id: str, repo_tag: str | None) -> str:
@@ -404,6 +433,7 @@ def _load_stream(
         _, images = read_images(scanner.scan)
         image = _choose_image(images, image_ref)
         _check_format(backend, image, force_image_format)
+        _check_names(target, image)
         rewrite = plan_rewrite(scanner.scan, images, image, _repo_tags(image, target.tag))
         stored = writer.finish()
     return _register_stored(target, image, stored, rewrite)
@@ -450,6 +480,7 @@ def _load_plain_file(
     scan, images = scan_archive(source)
     image = _choose_image(images, image_ref)
     _check_format(backend, image, force_image_format)
+    _check_names(target, image)
     rewrite = plan_rewrite(scan, images, image, _repo_tags(image, target.tag))
     if not target.force:
         found = _reuse_existing(target, image)
@@ -489,6 +520,7 @@ def _load_collection_file(
     scan, images = scan_archive(ByteSource(reader, reader.name))  # type: ignore[arg-type]
     image = _choose_image(images, image_ref)
     _check_format(backend, image, force_image_format)
+    _check_names(target, image)
     rewrite = plan_rewrite(scan, images, image, _repo_tags(image, target.tag))
     if not target.force:
         found = _reuse_existing(target, image)
@@ -574,15 +606,28 @@ def load_image(
         force_image_format: store an image the cluster's dockerImageFormats refuses.
         progress: called with bytes of input read so far.
         warn: called with a one-line message when the load does something the
-            user should know of (an existing collection is not reused because a
-            compute node could not load it); each message once.
+            user should know of: an archive RepoTag that is not registered (Docker
+            or the API server would refuse it), or an existing collection that is
+            not reused because a compute node could not load it; each message once.
 
     Raises:
         KeeptarError: see :mod:`keeptar.errors`; nothing is left registered.
+        UsageError: also for a ``--tag`` or ``--name`` that Docker or the API
+            server would refuse, before anything is read or stored.
     """
     kind, value = detect_source(source, source_kind)
     if tag is not None:
-        parse_image_ref(tag)
+        typed = str(parse_image_ref(tag))
+        problem = link_name_problem(typed)
+        if problem is None and not name:  # the default name's length does not hang on the ID
+            problem = collection_name_problem(collection_name("0" * 12, typed))
+            problem = problem and f"{problem} (the default name holds the tag; give --name)"
+        if problem is not None:
+            raise UsageError(f"--tag {abbreviate(typed)}: {problem}")
+    if name:
+        problem = collection_name_problem(name)
+        if problem is not None:
+            raise UsageError(f"--name: {problem}")
     target = _Target(backend, _resolve_owner(backend, project_uuid), tag, name, force, _once(warn))
 
     if kind in (SourceKind.COLLECTION, SourceKind.ARV_MOUNT):

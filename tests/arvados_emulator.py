@@ -13,6 +13,10 @@ keepstore over plain HTTP.  Its semantics follow the server code
 - a user reads what they own (directly or through projects they own), what a
   ``permission`` link shares with them, and admins read everything;
 - ``ensure_unique_name`` appends `` (<last 15 of uuid>)`` to a clashing name;
+- 422 for what the server refuses: a manifest ``Keep::Manifest.validate!``
+  refuses, a collection or project name that is ``.``, ``..`` or holds ``/``
+  (``ensure_filesystem_compatible_name``, ``ForwardSlashNameSubstitution: ""``),
+  and a name or other ``character varying(255)`` column over 255 characters;
 - ``GET collections/<pdh>`` returns ``{uuid: pdh, portable_data_hash, manifest_text}``;
 - lists take ``filters`` (``= != < <= > >= in, not in, like, ilike, exists``),
   ``select``, ``order``, ``limit`` (default 100, max 1000), ``offset``, ``count``.
@@ -828,6 +832,7 @@ class _ApiHandler(_Base):
                 {k: body.get(k) for k in ("link_class", "name", "head_uuid", "tail_uuid")}
             )
             record["name"] = record["name"] or ""
+            check_record(table, record)
         elif table == "groups":
             record.update(
                 {
@@ -837,9 +842,12 @@ class _ApiHandler(_Base):
                     "is_trashed": False,
                 }
             )
+            check_record(table, record)
             self.unique_name(table, record, params)
         else:
             manifest = body.get("manifest_text") or ""
+            check_manifest(manifest)
+            check_record(table, {"name": body.get("name")})
             self.check_signatures(user, manifest)
             record.update(
                 {
@@ -912,6 +920,9 @@ class _ApiHandler(_Base):
             raise ApiError(403, f"Permission denied: cannot update {ident}")
         changes = dict(body)
         if table == "collections" and "manifest_text" in changes:
+            check_manifest(changes["manifest_text"] or "")
+        check_record(table, {**record, **changes})
+        if table == "collections" and "manifest_text" in changes:
             self.check_signatures(user, changes["manifest_text"])
             changes["portable_data_hash"] = pdh_of(changes["manifest_text"])
             changes["manifest_text"] = strip_manifest(changes["manifest_text"])
@@ -933,6 +944,133 @@ class _ApiHandler(_Base):
         else:
             del self.emu.tables[table][ident]
         return self.output(user, table, record, None)
+
+
+# ---- what the server refuses with 422 ---------------------------------------------------
+
+# services/api/db/structure.sql: these columns are ``character varying(255)``.
+_VARCHAR_255 = {
+    "collections": ("name", "owner_uuid"),
+    "groups": ("name", "owner_uuid", "group_class"),
+    "links": ("name", "link_class", "head_uuid", "tail_uuid", "owner_uuid"),
+}
+VALUE_TOO_LONG = (
+    "#<ActiveRecord::ValueTooLong: PG::StringDataRightTruncation: ERROR:  "
+    "value too long for type character varying(255)\n>"
+)
+
+
+def check_record(table: str, record: dict[str, Any]) -> None:
+    """Validations, then the database's column lengths, as a save on the server runs them."""
+    name = record.get("name")
+    if table == "collections" or (
+        table == "groups" and record.get("group_class") in ("project", "filter")
+    ):
+        # ArvadosModel#ensure_filesystem_compatible_name, ForwardSlashNameSubstitution "".
+        if name in (".", ".."):
+            raise ApiError(422, "Name cannot be '.' or '..'")
+        if isinstance(name, str) and "/" in name:
+            raise ApiError(422, "Name cannot contain a '/' character")
+    for column in _VARCHAR_255.get(table, ()):
+        value = record.get(column)
+        if isinstance(value, str) and len(value) > 255:
+            raise ApiError(422, VALUE_TOO_LONG)
+
+
+# sdk/ruby/lib/arvados/keep.rb, Keep::Manifest.validate!.  Ruby's ^ and $ match at line
+# breaks (an escaped \012 puts one inside a name), hence re.M and re.search for =~.
+_RB_LOCATOR = re.compile(r"^([0-9a-fA-F]{32})(\+([0-9]+))?((\+([A-Z][A-Za-z0-9@_-]*))+)?\Z", re.M)
+_RB_STREAM_TOKEN = re.compile(r"^([^\000-\040\\]|\\[0-3][0-7][0-7])+$", re.M)
+_RB_STREAM_NAME = re.compile(r"^(\.)(\/[^\/]+)*$", re.M)
+_RB_DOT_SEGMENT = re.compile(r"\/\.\.?(\/|$)", re.M)
+_RB_EMPTY_DIR = re.compile(r"^0:0:\.$", re.M)
+_RB_FILE_TOKEN = re.compile(r"^[0-9]+:[0-9]+:([^\000-\040\\]|\\[0-3][0-7][0-7])+$", re.M)
+_RB_FILE_NAME = re.compile(r"^[0-9]+:[0-9]+:([^\/]+(\/[^\/]+)*)$", re.M)
+_RB_NON_8BIT = re.compile(r"[^\\]\\[4-7][0-7][0-7]")
+
+
+def _rb_unescape(text: str) -> str:
+    def one(match: re.Match[str]) -> str:
+        if match.group(1) == "\\":
+            return "\\"
+        value = int(match.group(1), 8)
+        if value > 255:  # Integer#chr: a RangeError, which the controller answers with 422
+            raise ApiError(422, f"#<RangeError: {value} out of char range>")
+        return chr(value)
+
+    return re.sub(r"\\(\\|[0-7]{3})", one, text)
+
+
+def _rb_inspect(word: str | None) -> str:
+    if word is None:
+        return ""
+    return json.dumps(word, ensure_ascii=False)
+
+
+def _valid_file_token(word: str) -> bool:
+    if _RB_EMPTY_DIR.search(_rb_unescape(word)):
+        return True
+    if not _RB_FILE_TOKEN.search(word):
+        return False
+    match = _RB_FILE_NAME.search(_rb_unescape(word))
+    return match is not None and not {"..", "."} & set(match.group(1).split("/"))
+
+
+def manifest_problem(manifest: str) -> str | None:
+    """``Keep::Manifest.validate!``'s message for *manifest*, or None when it is valid.
+
+    Raises:
+        ApiError: an escape over \\377, where Ruby's unescape itself fails.
+    """
+    if manifest == "":
+        return None
+    if not manifest.endswith("\n"):
+        return "Invalid manifest: does not end with newline"
+    for number, body in enumerate(manifest[:-1].split("\n"), 1):
+        words: list[str | None] = list(body.split(" "))
+        while words and words[-1] == "":
+            words.pop()  # Ruby's split drops trailing empty fields
+        what = f"Manifest invalid for stream {number}"
+        if not words:
+            return f"{what}: missing stream name"
+        word = words.pop(0)
+        assert word is not None
+        if _RB_NON_8BIT.search(word):
+            return f"{what}: >8-bit encoded chars not allowed on stream token {_rb_inspect(word)}"
+        unescaped = _rb_unescape(word)
+        if not (
+            _RB_STREAM_TOKEN.search(word)
+            and _RB_STREAM_NAME.search(unescaped)
+            and not _RB_DOT_SEGMENT.search(unescaped)
+        ):
+            return f"{what}: missing or invalid stream name {_rb_inspect(word)}"
+        word = words.pop(0) if words else None
+        count = 0
+        while word is not None and _RB_LOCATOR.search(word):
+            word = words.pop(0) if words else None
+            count += 1
+        if count == 0:
+            return f"{what}: missing or invalid locator {_rb_inspect(word)}"
+        if word is not None and _RB_NON_8BIT.search(word):
+            return f"{what}: >8-bit encoded chars not allowed on file token {_rb_inspect(word)}"
+        count = 0
+        while word is not None and _valid_file_token(word):
+            word = words.pop(0) if words else None
+            count += 1
+        if word is not None:
+            return f"{what}: invalid file token {_rb_inspect(word)}"
+        if count == 0:
+            return f"{what}: no file tokens"
+        if body.endswith(" "):
+            return f"{what}: trailing space"
+    return None
+
+
+def check_manifest(manifest: str) -> None:
+    """422 ``Manifest text …`` where the server's ``check_manifest_validity`` refuses."""
+    problem = manifest_problem(manifest)
+    if problem is not None:
+        raise ApiError(422, f"Manifest text {problem}")
 
 
 def _like(pattern: str, value: str, *, ignore_case: bool) -> bool:

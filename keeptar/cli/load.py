@@ -41,7 +41,11 @@ def load_command(
     ] = None,
     tag: Annotated[
         str | None,
-        typer.Option("--tag", help="REPO[:TAG] to register [default: the archive's tags]."),
+        typer.Option(
+            "--tag",
+            help="REPO[:TAG] to register, exactly as typed (TAG defaults to latest) "
+            "[default: the archive's tags, as written].",
+        ),
     ] = None,
     image: Annotated[
         str | None,
@@ -81,6 +85,8 @@ def load_command(
     What is stored is what a compute node can load: an OCI-only archive gets a
     manifest.json appended (Docker 25+'s layout), and from a multi-image archive only
     the chosen image is kept; both reuse the uploaded blocks plus one small block.
+    Names are registered exactly as given (--tag, or the archive's RepoTags);
+    a RepoTag that Docker or Arvados would refuse is skipped with a warning.
     """
     with reporting_errors():
         store = open_backend(backend, quiet=True)
