@@ -219,7 +219,7 @@ def _choose_image(images: Sequence[ImageInfo], wanted: str | None) -> ImageInfo:
         return by_id[0]
     ref = split_image_ref(wanted)
     spellings = {f"{name}:{ref.tag}" for name in same_repository_names(ref.repo)}
-    by_tag = [i for i in images if spellings & set(i.repo_tags)]
+    by_tag = [i for i in images if spellings & set(i.repo_tags) or wanted in i.repo_tags]
     if len(by_tag) == 1:
         return by_tag[0]
     ids = ", ".join(i.id for i in images)
