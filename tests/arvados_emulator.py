@@ -592,6 +592,8 @@ class _KeepHandler(_Base):
 
 
 class _ApiHandler(_Base):
+    method = "GET"  # the method routed: the request's, or the one a POST form overrides
+
     def do_GET(self) -> None:
         self.dispatch()
 
@@ -621,6 +623,9 @@ class _ApiHandler(_Base):
                 raise ApiError(401, "Not logged in")
             params = {k: v[-1] for k, v in parse_qs(url.query).items()}
             raw = self.body()
+            self.method = self.command
+            if self.command == "POST" and self.is_form():
+                params, raw = self.method_override(params, raw)
             body = json.loads(raw) if raw else {}
             parts = [unquote(p) for p in url.path[len("/arvados/v1/") :].strip("/").split("/")]
             with self.emu.lock:
@@ -630,6 +635,30 @@ class _ApiHandler(_Base):
             self.send_json(
                 exc.status, {"errors": [exc.message], "error_token": secrets.token_hex(8)}
             )
+
+    # ---- method override (lib/controller/router/router.go ServeHTTP) --------------------
+
+    def is_form(self) -> bool:
+        content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        return content_type == "application/x-www-form-urlencoded"
+
+    def method_override(self, params: dict[str, str], raw: bytes) -> tuple[dict[str, str], bytes]:
+        """A POST with a form body: its fields join the query's, and ``_method`` or
+        ``X-Http-Method-Override`` names the method to route as.
+
+        googleapiclient resends any GET whose URL exceeds 2048 characters this way.
+        The controller parses the form (``r.ParseForm``), then takes ``_method``
+        from it, else the header.  Returns the merged parameters and an empty body.
+        """
+        try:
+            form = parse_qs(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, f"bad form body: {exc}") from exc
+        merged = {**params, **{k: v[-1] for k, v in form.items()}}
+        override = merged.pop("_method", "") or self.headers.get("X-Http-Method-Override", "")
+        if override:
+            self.method = override.upper()
+        return merged, b""
 
     def discovery(self) -> dict[str, Any]:
         doc = json.loads(DISCOVERY.read_text())
@@ -653,7 +682,7 @@ class _ApiHandler(_Base):
     def route(
         self, user: UserAccount, parts: list[str], params: dict[str, str], body: dict[str, Any]
     ) -> tuple[int, Any]:
-        method = self.command
+        method = self.method
         resource = parts[0]
         ident = parts[1] if len(parts) > 1 else None
         if resource == "config" and method == "GET":
