@@ -125,6 +125,8 @@ class Emulator:
         docker_image_formats: served as ``dockerImageFormats``.
         blob_signature_ttl: seconds a permission signature lasts.
         default_replication: served as ``defaultCollectionReplication``.
+        keepstores: keepstore services, each with one volume of its own (``block_dirs``):
+            each stores one replica, so ``default_replication`` copies need as many services.
     """
 
     uuid_prefix: str = "zzzzz"
@@ -132,6 +134,7 @@ class Emulator:
     blob_signature_ttl: int = 1209600
     default_replication: int = 2
     max_page_size: int = 1000  # API.MaxItemsPerResponse
+    keepstores: int = 2
     blob_signing_key: str = field(default_factory=lambda: secrets.token_hex(32))
 
     def __post_init__(self) -> None:
@@ -181,8 +184,9 @@ class Emulator:
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
         self._tmp = Path(tempfile.mkdtemp(prefix="arv-emulator-"))
-        self.block_dir = self._tmp / "keep"
-        self.block_dir.mkdir()
+        self.block_dirs = [self._tmp / f"keep{n}" for n in range(self.keepstores)]
+        for folder in self.block_dirs:
+            folder.mkdir()
         self._servers: list[ThreadingHTTPServer] = []
 
     # ---- life cycle ------------------------------------------------------------------
@@ -193,12 +197,16 @@ class Emulator:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
         self._api_server.socket = context.wrap_socket(self._api_server.socket, server_side=True)
-        self._keep_server = _Server(("127.0.0.1", 0), _KeepHandler, self)
-        for server in (self._api_server, self._keep_server):
+        keep_servers = [
+            _Server(("127.0.0.1", 0), _KeepHandler, self, volume=folder)
+            for folder in self.block_dirs
+        ]
+        for server in (self._api_server, *keep_servers):
             self._servers.append(server)
             threading.Thread(target=server.serve_forever, daemon=True).start()
         self.api_port = self._api_server.server_address[1]
-        self.keep_port = self._keep_server.server_address[1]
+        self.keep_ports = [server.server_address[1] for server in keep_servers]
+        self.keep_port = self.keep_ports[0]
         return self
 
     def stop(self) -> None:
@@ -452,9 +460,16 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], handler: type, emulator: Emulator) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type,
+        emulator: Emulator,
+        volume: Path | None = None,
+    ) -> None:
         super().__init__(address, handler)
         self.emulator = emulator
+        self.volume = volume  # a keepstore's one volume
 
     def handle_error(self, request: Any, client_address: Any) -> None:  # quiet broken pipes
         pass
@@ -527,6 +542,11 @@ class _Base(BaseHTTPRequestHandler):
 
 
 class _KeepHandler(_Base):
+    @property
+    def volume(self) -> Path:
+        assert self.server.volume is not None
+        return self.server.volume
+
     def do_PUT(self) -> None:
         if self.fault("/keep/"):
             return
@@ -556,21 +576,19 @@ class _KeepHandler(_Base):
             got += count
         if digest.hexdigest() != md5:
             return self.send(422, b"Hash mismatch\n", "text/plain")
-        path = self.emu.block_dir / md5
+        path = self.volume / md5
         if not path.exists():
             tmp = path.with_suffix(f".{threading.get_ident()}")
             _write_block(tmp, view)
             os.replace(tmp, path)
         locator = f"{md5}+{length}" + self.emu.sign(md5, account.token)
-        replicas = self.headers.get("X-Keep-Desired-Replicas", "1")
+        # What was stored, not what was asked (X-Keep-Desired-Replicas): keepstore
+        # writes to its own volumes only, here one volume of replication 1.
         self.send(
             200,
             (locator + "\n").encode(),
             "text/plain",
-            {
-                "X-Keep-Replicas-Stored": replicas,
-                "X-Keep-Storage-Classes-Confirmed": f"default={replicas}",
-            },
+            {"X-Keep-Replicas-Stored": "1", "X-Keep-Storage-Classes-Confirmed": "default=1"},
         )
 
     def do_GET(self) -> None:
@@ -583,7 +601,7 @@ class _KeepHandler(_Base):
         token = self.token() or ""
         if token not in self.emu.accounts or not self.emu.signature_valid(locator, token):
             return self.send(403, b"Forbidden\n", "text/plain")
-        path = self.emu.block_dir / match.group(1)
+        path = self.volume / match.group(1)
         if not path.exists():
             return self.send(404, b"Not Found\n", "text/plain")
         self.send(200, path.read_bytes(), "application/octet-stream")
@@ -692,16 +710,17 @@ class _ApiHandler(_Base):
                 "kind": "arvados#keepServiceList",
                 "items": [
                     {
-                        "uuid": f"{self.emu.uuid_prefix}-bi6l4-keepstore000000",
+                        "uuid": f"{self.emu.uuid_prefix}-bi6l4-keepstore{n:06d}",
                         "service_host": "127.0.0.1",
-                        "service_port": self.emu.keep_port,
+                        "service_port": port,
                         "service_ssl_flag": False,
                         "service_type": "disk",
                         "read_only": False,
                         "kind": "arvados#keepService",
                     }
+                    for n, port in enumerate(self.emu.keep_ports)
                 ],
-                "items_available": 1,
+                "items_available": len(self.emu.keep_ports),
             }
         if resource == "users" and ident == "current":
             return 200, self.emu.tables["users"][user.uuid]

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import fixture_path, load_truth, run_keeptar
+from conftest import fixture_path, load_truth
 
 TRUTH = load_truth()
 
@@ -46,7 +46,11 @@ def register_image(
     collection = (
         api.collections()
         .create(
-            body={"owner_uuid": owner, "name": f"Docker image {image_id}", "manifest_text": manifest},
+            body={
+                "owner_uuid": owner,
+                "name": f"Docker image {image_id}",
+                "manifest_text": manifest,
+            },
             ensure_unique_name=True,
         )
         .execute()
@@ -144,3 +148,95 @@ def test_images_listing_over_hundreds_of_images_agrees_with_list_images_in_arv(
     # Only long queries POST here now (no record is created after `mark`):
     for resource in ("collections", "links"):
         assert ("POST", f"/arvados/v1/{resource}") in cluster.requests[mark:], resource
+
+
+# ---- replicas on two keepstores ---------------------------------------------------------
+
+
+def keepstore_get(port: int, locator: str, token: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", f"/{locator}", headers={"Authorization": f"Bearer {token}"})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_the_cluster_lists_two_disk_keepstores(cluster: Any) -> None:
+    services = cluster.api().keep_services().accessible().execute()["items"]
+    assert len(services) == 2 == len({s["service_port"] for s in services})
+    assert {s["service_type"] for s in services} == {"disk"}
+
+
+def test_each_keepstore_reports_the_one_replica_it_stored(cluster: Any) -> None:
+    """A keepstore answers ``X-Keep-Replicas-Stored`` with what it wrote (one per volume),
+    not the ``X-Keep-Desired-Replicas`` it was asked for."""
+    import arvados
+
+    kc = arvados.KeepClient(api_client=cluster.api(cluster.alice), num_retries=0)
+    data = os.urandom(2000)
+    md5 = hashlib.md5(data).hexdigest()
+    locator = f"{md5}+{len(data)}"
+    connection = http.client.HTTPConnection("127.0.0.1", cluster.keep_ports[0], timeout=30)
+    connection.request(
+        "PUT",
+        f"/{md5}",
+        body=data,
+        headers={"Authorization": f"Bearer {cluster.alice.token}", "X-Keep-Desired-Replicas": "3"},
+    )
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    assert response.status == 200
+    assert response.getheader("X-Keep-Replicas-Stored") == "1"
+    assert response.getheader("X-Keep-Storage-Classes-Confirmed") == "default=1"
+    assert kc.get(locator + cluster.sign(md5, cluster.alice.token)) == data
+
+
+def test_copies_go_to_distinct_keepstores_and_read_back_from_either(cluster: Any) -> None:
+    import arvados
+    import arvados.errors
+
+    kc = arvados.KeepClient(api_client=cluster.api(cluster.alice), num_retries=0)
+    token = cluster.alice.token
+
+    two = os.urandom(3000)
+    signed = kc.put(two, copies=2)
+    md5 = signed[:32]
+    assert [(folder / md5).is_file() for folder in cluster.block_dirs] == [True, True]
+    for port in cluster.keep_ports:
+        assert keepstore_get(port, signed, token) == (200, two)
+
+    one = os.urandom(3000)
+    signed = kc.put(one, copies=1)
+    md5 = signed[:32]
+    holders = [n for n, folder in enumerate(cluster.block_dirs) if (folder / md5).is_file()]
+    assert len(holders) == 1
+    (holder,) = holders
+    other = 1 - holder
+    assert keepstore_get(cluster.keep_ports[holder], signed, token) == (200, one)
+    assert keepstore_get(cluster.keep_ports[other], signed, token)[0] == 404
+    assert kc.get(signed) == one  # the client tries the services in turn
+
+    with pytest.raises(arvados.errors.KeepWriteError):
+        kc.put(os.urandom(100), copies=3)  # two single-volume keepstores hold two copies
+
+
+def test_a_loaded_image_has_every_block_on_both_keepstores(cluster: Any) -> None:
+    """``defaultCollectionReplication`` is 2: keeptar's KeepClient writes each block to
+    both services, and the image reads back from either volume alone."""
+    from keeptar.backends.arvados import ArvadosBackend
+    from keeptar.keep import parse_manifest
+    from keeptar.load import load_image
+
+    source = fixture_path("docker-v2-app.tar")
+    with cluster.environment(cluster.alice):
+        backend = ArvadosBackend()
+        result = load_image(backend, str(source), tag="kt/replicas:1", force=True)
+        manifest = backend.get_collection(result.uuid)["manifest_text"]
+    md5s = {s.locator[:32] for item in parse_manifest(manifest) for s in item.segments}
+    assert md5s
+    for folder in cluster.block_dirs:
+        for md5 in md5s:
+            assert hashlib.md5((folder / md5).read_bytes()).hexdigest() == md5, folder
