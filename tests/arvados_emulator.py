@@ -50,16 +50,18 @@ from urllib.parse import parse_qs, unquote, urlsplit
 DISCOVERY = Path(__file__).resolve().parent / "fixtures" / "arvados-v1-discovery.json"
 _ALPHABET = string.ascii_lowercase + string.digits
 _LOCATOR = re.compile(r"^([0-9a-f]{32})\+([0-9]+)((\+[A-Z][A-Za-z0-9@_-]*)*)$")
+_UUID = re.compile(r"^[0-9a-z]{5}-([0-9a-z]{5})-[0-9a-z]{15}$")  # HasUuid::UUID_REGEX
 _TYPE_OF = {"tpzed": "users", "j7d0g": "groups", "4zz18": "collections", "o0j2j": "links"}
 _INFIX = {v: k for k, v in _TYPE_OF.items()}
 MAX_BLOCK = 1 << 26
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *more: str) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.errors = [message, *more]  # Rails sends every validation message
 
 
 @dataclass
@@ -363,6 +365,75 @@ class Emulator:
             return True
         return self.permission(user, record["uuid"]) >= 1
 
+    # ---- records: trash, foreign UUIDs, owners (arvados_model.rb, link.rb) -----------
+
+    def in_trash(self, table: str, record: dict[str, Any]) -> bool:
+        """Trashed, or owned (at any depth) by a trashed project.
+
+        ``ArvadosModel.readable_by``'s ``excluded_trash``: rows whose owner is in
+        ``trashed_groups`` (every project under a trashed one) are left out, even
+        for admins; groups and collections also by their own ``trash_at``.
+        """
+        if table in ("groups", "collections") and record.get("is_trashed"):
+            return True
+        owner = record.get("owner_uuid")
+        seen: set[str] = set()
+        while owner and owner not in seen and "-j7d0g-" in owner:
+            seen.add(owner)
+            group = self.tables["groups"].get(owner)
+            if group is None:
+                return False
+            if group.get("is_trashed"):
+                return True
+            owner = group.get("owner_uuid")
+        return False
+
+    def visible(self, user: UserAccount, table: str, record: dict[str, Any]) -> bool:
+        """What ``Model.readable_by(user)`` returns: readable and not in the trash."""
+        return not self.in_trash(table, record) and self.readable(user, table, record)
+
+    def check_foreign_uuids(
+        self, user: UserAccount, record: dict[str, Any], attributes: list[str]
+    ) -> list[str]:
+        """``ArvadosModel#ensure_valid_uuids``: each ``*_uuid`` attribute set or changed
+        that is a UUID of a known type must name a record the user can read (the system
+        user is exempt).  Returns Rails' full messages, e.g. ``Head uuid '…' not found``.
+
+        Covers ``owner_uuid``, ``tail_uuid`` and ``head_uuid``; a PDH or an unknown type
+        is not checked, as on the server.
+        """
+        errors = []
+        for attribute in attributes:
+            value = record.get(attribute)
+            if not isinstance(value, str) or value == self.system_user:
+                continue
+            match = _UUID.match(value)
+            table = _TYPE_OF.get(match.group(1)) if match else None
+            if table is None:
+                continue
+            target = self.tables[table].get(value)
+            if target is None or not self.visible(user, table, target):
+                label = attribute.replace("_", " ").capitalize()
+                errors.append(f"{label} '{value}' not found")
+        return errors
+
+    def check_owner(self, user: UserAccount, owner: str | None, which: str = "new") -> None:
+        """``ArvadosModel#ensure_owner_uuid_is_permitted`` for a new or changed owner:
+        a user or a project the caller can write (403 otherwise)."""
+        if not owner:
+            raise ApiError(403, "Owner uuid cannot be nil")
+        match = _UUID.match(owner)
+        kind = match.group(1) if match else None
+        if kind not in ("tpzed", "j7d0g"):
+            raise ApiError(403, "Owner uuid must be set to User or Group")
+        if (owner != self.system_user or not user.is_admin) and self.permission(user, owner) < 2:
+            raise ApiError(
+                403,
+                f"Owner uuid cannot be set or changed without write permission on {which} owner",
+            )
+        if kind == "j7d0g" and self.tables["groups"][owner].get("group_class") != "project":
+            raise ApiError(403, "Owner uuid must be a project")
+
     # ---- signatures ------------------------------------------------------------------
 
     def sign(self, md5: str, token: str, expiry: int | None = None) -> str:
@@ -650,9 +721,7 @@ class _ApiHandler(_Base):
                 status, doc = self.route(account, parts, params, body)
             self.send_json(status, doc)
         except ApiError as exc:
-            self.send_json(
-                exc.status, {"errors": [exc.message], "error_token": secrets.token_hex(8)}
-            )
+            self.send_json(exc.status, {"errors": exc.errors, "error_token": secrets.token_hex(8)})
 
     # ---- method override (lib/controller/router/router.go ServeHTTP) --------------------
 
@@ -723,7 +792,7 @@ class _ApiHandler(_Base):
                 "items_available": len(self.emu.keep_ports),
             }
         if resource == "users" and ident == "current":
-            return 200, self.emu.tables["users"][user.uuid]
+            return 200, self.output(user, "users", self.emu.tables["users"][user.uuid], None)
         if resource == "api_client_authorizations" and ident == "current":
             return 200, {
                 "uuid": f"{self.emu.uuid_prefix}-gj3su-000000000000000",
@@ -771,7 +840,9 @@ class _ApiHandler(_Base):
         out = dict(record)
         if table == "collections" and "manifest_text" in out:
             out["manifest_text"] = self.emu.signed_manifest(out["manifest_text"], user.token)
-        if table == "groups":
+        if table in ("groups", "users"):
+            # ArvadosModel#can_write / #can_manage: current_user.can?(write: self).  For
+            # a user record: oneself, an admin, or a permission link granting it.
             level = self.emu.permission(user, record["uuid"])
             out["can_write"] = level >= 2
             out["can_manage"] = level >= 3
@@ -781,7 +852,7 @@ class _ApiHandler(_Base):
 
     def find(self, user: UserAccount, table: str, ident: str) -> dict[str, Any]:
         record = self.emu.tables[table].get(ident)
-        if record is None or not self.emu.readable(user, table, record) or record.get("is_trashed"):
+        if record is None or not self.emu.visible(user, table, record):
             raise ApiError(404, f"Path not found: {table}/{ident}")
         return record
 
@@ -794,9 +865,7 @@ class _ApiHandler(_Base):
             matches = [
                 c
                 for c in self.emu.tables["collections"].values()
-                if c["portable_data_hash"] == pdh
-                and not c["is_trashed"]
-                and self.emu.readable(user, "collections", c)
+                if c["portable_data_hash"] == pdh and self.emu.visible(user, "collections", c)
             ]
             if not matches:
                 raise ApiError(404, f"Path not found: collections/{ident}")
@@ -820,9 +889,7 @@ class _ApiHandler(_Base):
         records = [
             r
             for r in self.emu.tables[table].values()
-            if not r.get("is_trashed")
-            and self.emu.readable(user, table, r)
-            and all(_matches(r, f) for f in filters)
+            if self.emu.visible(user, table, r) and all(_matches(r, f) for f in filters)
         ]
         for spec in reversed(orders or ["modified_at desc", "uuid desc"]):
             column, _, direction = spec.strip().partition(" ")
@@ -850,8 +917,6 @@ class _ApiHandler(_Base):
         if table == "users":
             raise ApiError(403, "Forbidden")
         owner = body.get("owner_uuid") or user.uuid
-        if self.emu.permission(user, owner) < 2:
-            raise ApiError(403, f"Permission denied: cannot write to {owner}")
         uuid = self.emu.new_uuid(table)
         now = _now()
         record: dict[str, Any] = {
@@ -881,7 +946,6 @@ class _ApiHandler(_Base):
                     "is_trashed": False,
                 }
             )
-            self.unique_name(table, record, params)
         else:
             manifest = body.get("manifest_text") or ""
             self.check_signatures(user, manifest)
@@ -902,9 +966,26 @@ class _ApiHandler(_Base):
                     "preserve_version": False,
                 }
             )
+        self.validate_new(user, table, record)
+        if table != "links":
             self.unique_name(table, record, params)
         self.emu.tables[table][record["uuid"]] = record
         return self.output(user, table, record, None)
+
+    def validate_new(self, user: UserAccount, table: str, record: dict[str, Any]) -> None:
+        """Validations (422), then the owner check (403), as Rails runs them on create."""
+        errors = self.emu.check_foreign_uuids(
+            user, record, ["owner_uuid", "tail_uuid", "head_uuid"]
+        )
+        if errors:
+            raise ApiError(422, *errors)
+        if table == "links" and record.get("link_class") == "permission":
+            # Link#ensure_owner_uuid_is_permitted: manage the head; owned by the system user
+            if self.emu.permission(user, record["head_uuid"]) < 3:
+                raise ApiError(403, "#<ArvadosModel::PermissionDeniedError>")
+            record["owner_uuid"] = self.emu.system_user
+            return
+        self.emu.check_owner(user, record["owner_uuid"])
 
     def unique_name(self, table: str, record: dict[str, Any], params: dict[str, str]) -> None:
         clash = any(
@@ -962,10 +1043,26 @@ class _ApiHandler(_Base):
         for key in ("uuid", "created_at", "kind"):
             changes.pop(key, None)
         updated = {**record, **changes, "modified_at": _now()}
+        self.validate_changes(user, record, updated)
         if "name" in changes:
             self.unique_name(table, updated, params)
         self.emu.tables[table][ident] = updated
         return self.output(user, table, updated, None)
+
+    def validate_changes(
+        self, user: UserAccount, record: dict[str, Any], updated: dict[str, Any]
+    ) -> None:
+        """On update, changed ``*_uuid`` attributes are checked as on create; a new owner
+        needs write permission on the old owner and on the new one."""
+        changed = [
+            a for a in ("owner_uuid", "tail_uuid", "head_uuid") if updated.get(a) != record.get(a)
+        ]
+        errors = self.emu.check_foreign_uuids(user, updated, changed)
+        if errors:
+            raise ApiError(422, *errors)
+        if "owner_uuid" in changed:
+            self.emu.check_owner(user, record.get("owner_uuid"), "old")
+            self.emu.check_owner(user, updated.get("owner_uuid"))
 
     def delete(self, user: UserAccount, table: str, ident: str) -> dict[str, Any]:
         record = self.find(user, table, ident)

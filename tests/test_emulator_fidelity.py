@@ -240,3 +240,164 @@ def test_a_loaded_image_has_every_block_on_both_keepstores(cluster: Any) -> None
     for folder in cluster.block_dirs:
         for md5 in md5s:
             assert hashlib.md5((folder / md5).read_bytes()).hexdigest() == md5, folder
+
+
+# ---- records: head_uuid, owners, trash, users' can_write ---------------------------------
+
+
+def api_error(request: Any) -> tuple[int, list[str]]:
+    """Execute *request*, expecting an API error: its status and its ``errors``."""
+    import arvados.errors
+
+    with pytest.raises(arvados.errors.ApiError) as caught:
+        request.execute(num_retries=0)
+    return caught.value.resp.status, json.loads(caught.value.content)["errors"]
+
+
+def new_collection(api: Any, owner: str | None = None, name: str = "c") -> str:
+    body = {"name": name, "manifest_text": ""}
+    if owner:
+        body["owner_uuid"] = owner
+    return str(api.collections().create(body=body, ensure_unique_name=True).execute()["uuid"])
+
+
+def test_a_link_head_must_exist_and_be_readable(cluster: Any) -> None:
+    """``ArvadosModel#ensure_valid_uuids``: 422 ``Head uuid '…' not found``."""
+    alice = cluster.api(cluster.alice, num_retries=0)
+    bobs = new_collection(cluster.api(cluster.bob), name="bob's")
+    missing = f"{cluster.uuid_prefix}-4zz18-{'0' * 15}"
+    for head in (missing, bobs):
+        status, errors = api_error(
+            alice.links().create(
+                body={"link_class": "docker_image_repo+tag", "name": "x:1", "head_uuid": head}
+            )
+        )
+        assert (status, errors) == (422, [f"Head uuid '{head}' not found"])
+    mine = new_collection(alice)
+    link = (
+        alice.links()
+        .create(body={"link_class": "docker_image_repo+tag", "name": "x:1", "head_uuid": mine})
+        .execute()
+    )
+    assert link["head_uuid"] == mine
+    status, errors = api_error(alice.links().update(uuid=link["uuid"], body={"head_uuid": bobs}))
+    assert (status, errors) == (422, [f"Head uuid '{bobs}' not found"])
+    # A PDH is no UUID: not checked (docker_image_migration links use them).
+    pdh = "d41d8cd98f00b204e9800998ecf8427e+0"
+    alice.links().create(
+        body={"link_class": "docker_image_migration", "head_uuid": pdh, "tail_uuid": pdh}
+    ).execute()
+
+
+def test_owners_are_users_or_projects_the_caller_can_write(cluster: Any) -> None:
+    alice = cluster.api(cluster.alice, num_retries=0)
+    mine = new_collection(alice)
+    status, errors = api_error(
+        alice.collections().create(body={"name": "in a collection", "owner_uuid": mine})
+    )
+    assert (status, errors) == (403, ["Owner uuid must be set to User or Group"])
+    status, errors = api_error(
+        alice.collections().create(
+            body={"name": "in bob's project", "owner_uuid": cluster.bob_project["uuid"]}
+        )
+    )
+    assert status == 422  # not even readable: the validation answers first
+    assert errors == [f"Owner uuid '{cluster.bob_project['uuid']}' not found"]
+    cluster.share(cluster.bob_project["uuid"], cluster.alice, "can_read")
+    status, errors = api_error(
+        alice.collections().create(
+            body={"name": "in bob's project", "owner_uuid": cluster.bob_project["uuid"]}
+        )
+    )
+    assert (status, errors) == (
+        403,
+        ["Owner uuid cannot be set or changed without write permission on new owner"],
+    )
+    status, errors = api_error(
+        alice.collections().update(uuid=mine, body={"owner_uuid": cluster.bob.uuid})
+    )
+    assert status == 403
+    moved = (
+        alice.collections()
+        .update(uuid=mine, body={"owner_uuid": cluster.alice_project["uuid"]})
+        .execute()
+    )
+    assert moved["owner_uuid"] == cluster.alice_project["uuid"]
+
+
+def test_the_contents_of_a_trashed_project_are_hidden(cluster: Any) -> None:
+    """``readable_by``'s ``excluded_trash``: whatever a trashed project (or a project
+    inside it) owns is left out of gets, lists and link checks, for admins too."""
+    for account in (cluster.alice, cluster.admin):
+        api = cluster.api(account, num_retries=0)
+        project = (
+            api.groups()
+            .create(
+                body={
+                    "name": "to trash",
+                    "group_class": "project",
+                    "owner_uuid": cluster.alice.uuid,
+                },
+                ensure_unique_name=True,
+            )
+            .execute()["uuid"]
+        )
+        inner = (
+            api.groups()
+            .create(body={"name": "inner", "group_class": "project", "owner_uuid": project})
+            .execute()["uuid"]
+        )
+        deep = new_collection(api, inner, "deep")
+        shallow = new_collection(api, project, "shallow")
+        link = (
+            api.links()
+            .create(
+                body={
+                    "owner_uuid": project,
+                    "link_class": "docker_image_hash",
+                    "name": fake_image_id("trash"),
+                    "head_uuid": shallow,
+                }
+            )
+            .execute()["uuid"]
+        )
+        api.groups().delete(uuid=project).execute()
+        for uuid in (deep, shallow):
+            assert api_error(api.collections().get(uuid=uuid))[0] == 404
+        listed = api.collections().list(filters=[["uuid", "in", [deep, shallow]]]).execute()
+        assert listed["items"] == []
+        assert api.links().list(filters=[["uuid", "=", link]]).execute()["items"] == []
+        assert api_error(api.groups().get(uuid=inner))[0] == 404
+        status, errors = api_error(
+            api.links().create(
+                body={"link_class": "docker_image_repo+tag", "name": "t:1", "head_uuid": deep}
+            )
+        )
+        assert (status, errors) == (422, [f"Head uuid '{deep}' not found"])
+
+
+def test_user_records_carry_can_write(cluster: Any) -> None:
+    """``User`` is served with ``can_write``/``can_manage`` (``current_user.can?``):
+    yourself, or a user whose permission link grants it; admins everyone."""
+    from arvados_emulator import UserAccount
+
+    carol = UserAccount(
+        f"{cluster.uuid_prefix}-tpzed-carol0000000000", "caroltoken" + os.urandom(8).hex(), "C X"
+    )
+    cluster.accounts[carol.token] = carol
+    cluster.tables["users"][carol.uuid] = {
+        **cluster.tables["users"][cluster.bob.uuid],
+        "uuid": carol.uuid,
+        "full_name": "Carol X",
+    }
+    api = cluster.api(carol)
+    me = api.users().get(uuid=carol.uuid).execute()
+    assert (me["can_write"], me["can_manage"]) == (True, True)
+    other = api.users().get(uuid=cluster.alice.uuid).execute()
+    assert (other["can_write"], other["can_manage"]) == (False, False)
+    cluster.share(cluster.alice.uuid, carol, "can_write")
+    other = api.users().get(uuid=cluster.alice.uuid).execute()
+    assert (other["can_write"], other["can_manage"]) == (True, False)
+    assert api.users().current().execute()["can_write"] is True
+    admin_view = cluster.api().users().get(uuid=cluster.bob.uuid).execute()
+    assert (admin_view["can_write"], admin_view["can_manage"]) == (True, True)
