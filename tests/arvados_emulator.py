@@ -51,7 +51,14 @@ DISCOVERY = Path(__file__).resolve().parent / "fixtures" / "arvados-v1-discovery
 _ALPHABET = string.ascii_lowercase + string.digits
 _LOCATOR = re.compile(r"^([0-9a-f]{32})\+([0-9]+)((\+[A-Z][A-Za-z0-9@_-]*)*)$")
 _UUID = re.compile(r"^[0-9a-z]{5}-([0-9a-z]{5})-[0-9a-z]{15}$")  # HasUuid::UUID_REGEX
-_TYPE_OF = {"tpzed": "users", "j7d0g": "groups", "4zz18": "collections", "o0j2j": "links"}
+_TYPE_OF = {
+    "tpzed": "users",
+    "j7d0g": "groups",
+    "4zz18": "collections",
+    "o0j2j": "links",
+    "xvhdp": "container_requests",
+    "dz642": "containers",
+}
 _INFIX = {v: k for k, v in _TYPE_OF.items()}
 MAX_BLOCK = 1 << 26
 
@@ -158,6 +165,8 @@ class Emulator:
             "groups": {},
             "collections": {},
             "links": {},
+            "container_requests": {},
+            "containers": {},
         }
         for account in (self.admin, self.alice, self.bob):
             self.tables["users"][account.uuid] = {
@@ -800,6 +809,8 @@ class _ApiHandler(_Base):
                 "api_token": user.token,
                 "scopes": ["all"],
             }
+        if resource in ("container_requests", "containers"):
+            return 200, _route_containers(self, user, method, resource, ident, params, body)
         if resource not in ("users", "groups", "collections", "links"):
             raise ApiError(404, f"no route for {resource}")
         body = body.get(resource[:-1], body) if isinstance(body.get(resource[:-1]), dict) else body
@@ -1074,6 +1085,338 @@ class _ApiHandler(_Base):
         else:
             del self.emu.tables[table][ident]
         return self.output(user, table, record, None)
+
+
+# ---- the server's Docker image lookup and container requests ------------------------------
+#
+# Ported from services/api: Collection.find_all_for_docker_image and
+# get_compatible_images (collection.rb), Container.resolve_container_image (container.rb),
+# and the parts of ContainerRequest (container_request.rb) that decide whether a request
+# is accepted and which image its container runs.  Keep::Manifest and Keep::Locator are
+# ported from sdk/ruby/lib/arvados/keep.rb as far as the lookup uses them.
+
+_RUBY_LOCATOR = re.compile(r"^([0-9a-fA-F]{32})(\+([0-9]+))?((\+([A-Z][A-Za-z0-9@_-]*))+)?\Z")
+
+
+class UnresolvableContainerError(ApiError):
+    """``ArvadosModel::UnresolvableContainerError`` (422), rendered as Rails does:
+    the exception's ``inspect``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(422, f"#<ArvadosModel::UnresolvableContainerError: {message}>")
+
+
+def _ruby_unescape(text: str) -> str:
+    """``Keep::Manifest.unescape``: ``\\\\`` and ``\\ooo`` octal escapes."""
+    return re.sub(
+        r"\\(\\|[0-7]{3})", lambda m: "\\" if m.group(1) == "\\" else chr(int(m.group(1), 8)), text
+    )
+
+
+def manifest_file_specs(manifest: str) -> Iterator[tuple[str, int, str]]:
+    """``Keep::Manifest#each_file_spec``: (stream, size, name) per file token, a name's
+    directories moved into the stream."""
+    for line in manifest.splitlines():
+        stream: str | None = None
+        in_files = False
+        for token in line.split():
+            if stream is None:
+                stream = _ruby_unescape(token)
+            elif in_files or not _RUBY_LOCATOR.match(token):
+                in_files = True
+                parts = token.split(":", 2)
+                if len(parts) < 3:
+                    raise ApiError(422, f"Invalid file token '{token}'")
+                size, name = int(parts[1] or 0), _ruby_unescape(parts[2])
+                where = stream
+                if "/" in name:
+                    folder, _, name = name.rpartition("/")
+                    where = f"{stream}/{folder}"
+                yield where, size, name
+
+
+def manifest_files(manifest: str) -> list[tuple[str, str, int]]:
+    """``Keep::Manifest#files``: (stream, name, total size), first appearance first."""
+    sizes: dict[tuple[str, str], int] = {}
+    for stream, size, name in manifest_file_specs(manifest):
+        sizes[(stream, name)] = sizes.get((stream, name), 0) + size
+    return [(stream, name, size) for (stream, name), size in sizes.items()]
+
+
+def manifest_exactly_one_file(manifest: str) -> bool:
+    """``Keep::Manifest#exact_file_count?(1)``: empty ``.`` placeholders do not count."""
+    seen: set[tuple[str, str]] = set()
+    for stream, size, name in manifest_file_specs(manifest):
+        if name == "." and size == 0:
+            continue
+        seen.add((stream, name))
+        if len(seen) >= 2:
+            return False
+    return len(seen) == 1
+
+
+def docker_image_pattern(formats: list[str]) -> re.Pattern[str]:
+    """The file name an image collection must hold for the cluster's
+    ``Containers.SupportedDockerImageFormats``."""
+    if "v1" in formats and "v2" in formats:
+        return re.compile(r"^(sha256:)?[0-9A-Fa-f]{64}\.tar$")
+    if "v2" in formats:
+        return re.compile(r"^(sha256:)[0-9A-Fa-f]{64}\.tar$")
+    if "v1" in formats:
+        return re.compile(r"^[0-9A-Fa-f]{64}\.tar$")
+    raise ApiError(
+        422, f"#<RuntimeError: Unrecognized configuration for docker_image_formats {formats}>"
+    )
+
+
+def _to_epoch(value: Any) -> int | None:
+    """Ruby's ``value.to_datetime.to_i`` (whole seconds), None where it would raise."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp() // 1)
+
+
+def _compatible_images(
+    emu: Emulator, user: UserAccount, pattern: re.Pattern[str], collections: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``Collection.get_compatible_images``: each collection if it holds exactly one file
+    whose name fits *pattern*, else the target of its ``docker_image_migration`` link
+    (owned by the system user, latest wins) if that one does."""
+    if not collections:
+        return []
+    pdhs = {c["portable_data_hash"] for c in collections}
+    migrations: dict[str, str] = {}
+    for link in sorted(emu.tables["links"].values(), key=lambda r: r["created_at"]):
+        if (
+            link.get("tail_uuid") in pdhs
+            and link["link_class"] == "docker_image_migration"
+            and link["owner_uuid"] == emu.system_user
+        ):
+            migrations[link["tail_uuid"]] = link["head_uuid"]
+    migrated = {
+        c["portable_data_hash"]: c
+        for c in emu.tables["collections"].values()
+        if c["portable_data_hash"] in migrations.values() and emu.visible(user, "collections", c)
+    }
+
+    def fits(collection: dict[str, Any]) -> bool:
+        manifest = collection["manifest_text"]
+        return manifest_exactly_one_file(manifest) and bool(
+            pattern.search(manifest_files(manifest)[0][1])
+        )
+
+    out = []
+    for collection in collections:
+        if fits(collection):
+            out.append(collection)
+        else:
+            target = migrated.get(migrations.get(collection["portable_data_hash"], ""))
+            if target is not None and fits(target):
+                out.append(target)
+    return out
+
+
+def find_all_for_docker_image(
+    emu: Emulator, user: UserAccount, search_term: str, search_tag: str | None = None
+) -> list[dict[str, Any]]:
+    """``Collection.find_all_for_docker_image``: the collections a container image
+    reference resolves to, the one the server would run first.
+
+    A PDH names that collection.  Otherwise ``repo:tag`` (``latest`` by default) is
+    matched exactly against ``docker_image_repo+tag`` links, and only if none match, the
+    term as a prefix (SQL ``LIKE``) of ``docker_image_hash`` link names.  Links and
+    collections must be readable and not in the trash.  Order: newest
+    ``image_timestamp`` first (none counts as 0), then newest link, both in whole
+    seconds, taken from each collection's oldest matching link.  Collections that do
+    not fit the cluster's image formats are dropped (or replaced through a migration
+    link); if that drops every match: "incompatible" (422).
+    """
+    pattern = docker_image_pattern(emu.docker_image_formats)
+    locator = _RUBY_LOCATOR.match(search_term)
+    if locator:
+        pdh = locator.group(1) + (f"+{locator.group(3)}" if locator.group(3) else "")
+        found = [
+            c
+            for c in emu.tables["collections"].values()
+            if c["portable_data_hash"] == pdh and emu.visible(user, "collections", c)
+        ][:1]
+        return _compatible_images(emu, user, pattern, found)
+    if search_tag is None and ":" in search_term:
+        search_term, _, search_tag = search_term.partition(":")
+
+    def search(link_class: str, test: Any) -> list[dict[str, Any]]:
+        links = [
+            link
+            for link in emu.tables["links"].values()
+            if link["link_class"] == link_class
+            and test(link.get("name") or "")
+            and emu.visible(user, "links", link)
+            and (head := emu.tables["collections"].get(link["head_uuid"])) is not None
+            and emu.visible(user, "collections", head)
+        ]
+        return sorted(links, key=lambda r: r["created_at"], reverse=True)
+
+    wanted = f"{search_term}:{search_tag or 'latest'}"
+    matches = search("docker_image_repo+tag", lambda name: name == wanted)
+    if not matches:
+        matches = search(
+            "docker_image_hash", lambda name: _like(f"{search_term}%", name, ignore_case=False)
+        )
+    keys: dict[str, tuple[int, int]] = {}
+    for link in matches:  # newest link first: the oldest one's values stay
+        stamp = _to_epoch((link.get("properties") or {}).get("image_timestamp"))
+        keys[link["head_uuid"]] = (-(stamp or 0), -(_to_epoch(link["created_at"]) or 0))
+    ordered = sorted(
+        (c for c in emu.tables["collections"].values() if c["uuid"] in keys),
+        key=lambda c: keys[c["uuid"]],
+    )
+    compatible = _compatible_images(emu, user, pattern, ordered)
+    if ordered and not compatible:
+        raise UnresolvableContainerError(
+            "Matching Docker image is incompatible with 'docker_image_formats' configuration."
+        )
+    return compatible
+
+
+def resolve_container_image(emu: Emulator, user: UserAccount, container_image: str) -> str:
+    """``Container.resolve_container_image``: the PDH of the image the server would run."""
+    found = find_all_for_docker_image(emu, user, container_image)
+    if not found:
+        raise UnresolvableContainerError(f"docker image {json.dumps(container_image)} not found")
+    return str(found[0]["portable_data_hash"])
+
+
+def _container_request_create(
+    handler: _ApiHandler, user: UserAccount, body: dict[str, Any]
+) -> dict[str, Any]:
+    """``ContainerRequest`` create: defaults, the validations that decide acceptance,
+    then (state ``Committed``) ``set_container``: the image is resolved as the
+    requesting user and a ``Queued`` container records the image's PDH.
+
+    Not modelled: container reuse (``find_reusable``; every commit makes a new
+    container), collection mounts' resolution, runtime tokens, scheduling checks.
+    """
+    emu = handler.emu
+    now = _now()
+    uuid = emu.new_uuid("container_requests")
+    record: dict[str, Any] = {
+        "uuid": uuid,
+        "owner_uuid": body.get("owner_uuid") or user.uuid,
+        "created_at": now,
+        "modified_at": now,
+        "modified_by_user_uuid": user.uuid,
+        "kind": "arvados#containerRequest",
+        "etag": secrets.token_hex(4),
+        "name": body.get("name"),
+        "description": body.get("description"),
+        "properties": body.get("properties") or {},
+        "command": body.get("command"),
+        "container_image": body.get("container_image"),
+        "output_path": body.get("output_path"),
+        "cwd": body.get("cwd") or ".",  # fill_field_defaults
+        "state": body.get("state") or "Uncommitted",
+        "environment": body.get("environment") or {},
+        "runtime_constraints": body.get("runtime_constraints") or {},
+        "mounts": body.get("mounts") or {},
+        "scheduling_parameters": body.get("scheduling_parameters") or {},
+        "priority": body.get("priority") or 0,
+        "use_existing": body.get("use_existing", True),
+        "output_glob": body.get("output_glob") or [],
+        "output_name": body.get("output_name"),
+        "container_uuid": None,
+        "container_count": 0,
+    }
+    errors = [
+        f"{label} can't be blank"
+        for label, attribute in (
+            ("Command", "command"),
+            ("Container image", "container_image"),
+            ("Output path", "output_path"),
+            ("Cwd", "cwd"),
+        )
+        if not record[attribute]
+    ]
+    if record["state"] not in ("Uncommitted", "Committed"):
+        errors.append(f"State cannot change from  to {record['state']}")
+    if record["state"] == "Committed":
+        for key in ("vcpus", "ram"):
+            value = record["runtime_constraints"].get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                shown = "nil" if value is None else json.dumps(value)
+                errors.append(f"Runtime constraints [{key}]={shown} must be a positive integer")
+    if record["output_path"] not in record["mounts"]:
+        errors.append("Output path must be a mount target")
+    errors += emu.check_foreign_uuids(user, record, ["owner_uuid"])
+    if errors:
+        raise ApiError(422, *errors)
+    image_pdh = None
+    if record["state"] == "Committed":
+        image_pdh = resolve_container_image(emu, user, str(record["container_image"]))
+    emu.check_owner(user, record["owner_uuid"])
+    if image_pdh is not None:
+        container_uuid = emu.new_uuid("containers")
+        emu.tables["containers"][container_uuid] = {
+            "uuid": container_uuid,
+            "owner_uuid": emu.system_user,
+            "created_at": now,
+            "modified_at": now,
+            "kind": "arvados#container",
+            "state": "Queued",
+            "container_image": image_pdh,
+            "command": record["command"],
+            "cwd": record["cwd"],
+            "environment": record["environment"],
+            "output_path": record["output_path"],
+            "mounts": record["mounts"],
+            "runtime_constraints": record["runtime_constraints"],
+            "priority": record["priority"],
+            "runtime_user_uuid": user.uuid,
+        }
+        record["container_uuid"] = container_uuid
+        record["container_count"] = 1
+    emu.tables["container_requests"][uuid] = record
+    return record
+
+
+def _route_containers(
+    handler: _ApiHandler,
+    user: UserAccount,
+    method: str,
+    resource: str,
+    ident: str | None,
+    params: dict[str, str],
+    body: dict[str, Any],
+) -> Any:
+    """``container_requests`` create/get/list and ``containers`` get/list."""
+    inner = body.get(resource[:-1])
+    body = inner if isinstance(inner, dict) else body
+    emu = handler.emu
+    if resource == "container_requests" and ident is None and method == "POST":
+        return _container_request_create(handler, user, body)
+    if method == "GET" and ident is None:
+        return handler.list(user, resource, params)
+    if method == "GET" and ident is not None:
+        record = emu.tables[resource].get(ident)
+        if record is not None and resource == "containers" and not user.is_admin:
+            # Container.readable_by: through a container request the user can read
+            requests = emu.tables["container_requests"].values()
+            if not any(
+                r["container_uuid"] == ident and emu.visible(user, "container_requests", r)
+                for r in requests
+            ):
+                record = None
+        elif record is not None and not emu.visible(user, resource, record):
+            record = None
+        if record is None:
+            raise ApiError(404, "Path not found")
+        return dict(record)
+    raise ApiError(404, f"no route for {method} {resource} in the emulator")
 
 
 def _like(pattern: str, value: str, *, ignore_case: bool) -> bool:

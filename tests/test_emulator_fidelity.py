@@ -401,3 +401,148 @@ def test_user_records_carry_can_write(cluster: Any) -> None:
     assert api.users().current().execute()["can_write"] is True
     admin_view = cluster.api().users().get(uuid=cluster.bob.uuid).execute()
     assert (admin_view["can_write"], admin_view["can_manage"]) == (True, True)
+
+
+# ---- the server's own image lookup: container requests ----------------------------------
+
+INCOMPATIBLE = (
+    "#<ArvadosModel::UnresolvableContainerError: Matching Docker image is incompatible "
+    "with 'docker_image_formats' configuration.>"
+)
+
+
+def request_body(image: str, state: str = "Committed") -> dict[str, Any]:
+    return {
+        "name": "run it",
+        "state": state,
+        "container_image": image,
+        "command": ["true"],
+        "output_path": "/out",
+        "mounts": {"/out": {"kind": "tmp", "capacity": 1 << 20}},
+        "runtime_constraints": {"vcpus": 1, "ram": 1 << 28},
+        "priority": 1,
+    }
+
+
+def run_image(api: Any, image: str) -> str:
+    """Commit a container request for *image* through the SDK; the PDH its container got."""
+    request = api.container_requests().create(body=request_body(image)).execute(num_retries=0)
+    assert request["container_image"] == image  # the request keeps what was asked
+    again = api.container_requests().get(uuid=request["uuid"]).execute()
+    assert again["container_uuid"] == request["container_uuid"] is not None
+    container = api.containers().get(uuid=request["container_uuid"]).execute()
+    assert container["state"] == "Queued"
+    return str(container["container_image"])
+
+
+def refused(api: Any, image: str) -> tuple[int, list[str]]:
+    return api_error(api.container_requests().create(body=request_body(image)))
+
+
+def keeptar_load(cluster: Any, *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "keeptar", "load", "--json", *args],
+        capture_output=True,
+        env={**os.environ, **cluster.env(cluster.alice)},
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_a_container_request_runs_the_image_keeptar_loaded(cluster: Any) -> None:
+    """The server resolves ``container_image`` (a name or a PDH) to the collection keeptar
+    stored: the check that the cluster would run the image, not only that keeptar says so."""
+    api = cluster.api(cluster.alice)
+    loaded = keeptar_load(cluster, "--tag", "kt/served:1", str(fixture_path("docker-v2-app.tar")))
+    pdh = loaded["portable_data_hash"]
+    assert run_image(api, "kt/served:1") == pdh
+    assert run_image(api, pdh) == pdh
+    # Uncommitted: accepted as typed, nothing resolved yet (set_container runs on commit).
+    draft = api.container_requests().create(body=request_body("kt/nothing:1", "Uncommitted"))
+    assert draft.execute()["container_uuid"] is None
+    assert refused(api, "kt/nothing:1") == (
+        422,
+        ['#<ArvadosModel::UnresolvableContainerError: docker image "kt/nothing:1" not found>'],
+    )
+    assert refused(api, "kt/served") == (  # the tag defaults to latest
+        422,
+        ['#<ArvadosModel::UnresolvableContainerError: docker image "kt/served" not found>'],
+    )
+
+
+def test_the_server_refuses_images_it_could_not_run(cluster: Any) -> None:
+    """Two ``.tar`` files, or a v1 file name on a v2-only cluster: the names match but
+    ``get_compatible_images`` drops the collection, and the request is refused."""
+    api = cluster.api(cluster.alice)
+    home = cluster.alice_project["uuid"]
+    two = fake_image_id("two-tars")
+    manifest_name = f"{two}.tar 0:0:{fake_image_id('other')}.tar"
+    register_image(api, home, two, ["kt/two-tars:1"], "2024-01-01T00:00:00Z", manifest_name)
+    assert refused(api, "kt/two-tars:1") == (422, [INCOMPATIBLE])
+
+    v1 = fake_image_id("v1-only").removeprefix("sha256:")
+    v1_collection = register_image(
+        api, home, v1, ["kt/v1-only:1"], "2024-01-01T00:00:00Z", f"{v1}.tar"
+    )
+    assert refused(api, "kt/v1-only:1") == (422, [INCOMPATIBLE])
+    assert refused(api, v1_collection["portable_data_hash"]) == (
+        422,
+        [
+            "#<ArvadosModel::UnresolvableContainerError: docker image "
+            f'"{v1_collection["portable_data_hash"]}" not found>'
+        ],
+    )
+    # A docker_image_migration link (made by an admin, owned by the system user) leads
+    # from the v1 collection to a v2 one: the server then runs that one.
+    v2 = register_image(api, home, fake_image_id("v1-migrated"), [], "2024-01-01T00:00:00Z")
+    cluster.api().links().create(
+        body={
+            "owner_uuid": cluster.system_user,
+            "link_class": "docker_image_migration",
+            "name": "migrate v1->v2",
+            "tail_uuid": v1_collection["portable_data_hash"],
+            "head_uuid": v2["portable_data_hash"],
+        }
+    ).execute()
+    assert run_image(api, "kt/v1-only:1") == v2["portable_data_hash"]
+
+
+def test_the_server_prefers_the_newest_image_timestamp_then_the_newest_link(
+    cluster: Any,
+) -> None:
+    api = cluster.api(cluster.alice)
+    home = cluster.alice_project["uuid"]
+    name = "kt/preference:1"
+    newest = register_image(api, home, fake_image_id("p-new"), [name], "2024-05-01T00:00:00Z")
+    register_image(api, home, fake_image_id("p-old"), [name], "2023-01-01T00:00:00Z")
+    register_image(api, home, fake_image_id("p-none"), [name], "not a time")
+    assert run_image(api, name) == newest["portable_data_hash"]
+    # Someone else's newer image of that name is not readable: not a candidate.
+    register_image(
+        cluster.api(cluster.bob),
+        cluster.bob.uuid,
+        fake_image_id("p-bob"),
+        [name],
+        "2025-01-01T00:00:00Z",
+    )
+    assert run_image(api, name) == newest["portable_data_hash"]
+    # Equal image timestamps: the newest link wins (whole seconds).
+    tie = "kt/tie:1"
+    register_image(api, home, fake_image_id("t-1"), [tie], "2024-01-01T00:00:00Z")
+    time.sleep(1.1)
+    later = register_image(api, home, fake_image_id("t-2"), [tie], "2024-01-01T00:00:00Z")
+    assert run_image(api, tie) == later["portable_data_hash"]
+
+
+def test_a_v1_image_runs_on_a_cluster_that_accepts_v1() -> None:
+    from arvados_emulator import Emulator
+
+    with Emulator(docker_image_formats=["v1", "v2"]) as both:
+        api = both.api(both.alice)
+        v1 = fake_image_id("v1-ok").removeprefix("sha256:")
+        stored = register_image(
+            api, both.alice.uuid, v1, ["kt/v1-ok:1"], "2024-01-01T00:00:00Z", f"{v1}.tar"
+        )
+        assert run_image(api, "kt/v1-ok:1") == stored["portable_data_hash"]
