@@ -3,9 +3,9 @@
 Not a product feature.  It serves the real discovery document (from the
 ``arvados-python-client`` sdist, see ``fixtures/arvados-v1-discovery.ORIGIN.md``)
 over HTTPS with a throwaway self-signed certificate, the REST calls that keeptar,
-``arv-put``, ``arv-get``, ``arv-keepdocker`` and ``KeepClient`` make, and a
-keepstore over plain HTTP.  Its semantics follow the server code
-(``services/api`` in arvados/arvados):
+``arv-put``, ``arv-get``, ``arv-keepdocker``, ``KeepClient`` and ``arvados-cwl-runner``
+make, and two keepstores over plain HTTP.  Its semantics follow the server code
+(``services/api``, ``lib/controller`` and ``services/keepstore`` in arvados/arvados):
 
 - permission signatures ``+A<hmac-sha1(key, md5@token@expiry@ttl)>@<expiry>``;
   non-admin manifests need a valid one on every non-empty locator (403),
@@ -15,7 +15,16 @@ keepstore over plain HTTP.  Its semantics follow the server code
 - ``ensure_unique_name`` appends `` (<last 15 of uuid>)`` to a clashing name;
 - ``GET collections/<pdh>`` returns ``{uuid: pdh, portable_data_hash, manifest_text}``;
 - lists take ``filters`` (``= != < <= > >= in, not in, like, ilike, exists``),
-  ``select``, ``order``, ``limit`` (default 100, max 1000), ``offset``, ``count``.
+  ``select``, ``order``, ``limit`` (default 100, max 1000), ``offset``, ``count``;
+- a POST with a form body and ``_method`` or ``X-Http-Method-Override`` is routed as
+  that method (googleapiclient sends every GET longer than 2048 characters so);
+- each keepstore has one volume and answers ``X-Keep-Replicas-Stored: 1``, so
+  ``default_replication`` copies take that many services (``keepstores``);
+- ``*_uuid`` fields must name readable records (422 ``Head uuid '…' not found``),
+  owners must be users or projects the caller can write (403); whatever a trashed
+  project owns is hidden; users and groups carry ``can_write``/``can_manage``;
+- ``container_requests`` resolve ``container_image`` on commit with a port of
+  ``Collection.find_all_for_docker_image``; the container records the image's PDH.
 
 Faults can be injected per endpoint: :meth:`Emulator.inject`.
 """
@@ -722,9 +731,12 @@ class _ApiHandler(_Base):
             params = {k: v[-1] for k, v in parse_qs(url.query).items()}
             raw = self.body()
             self.method = self.command
-            if self.command == "POST" and self.is_form():
+            if self.command == "POST":
                 params, raw = self.method_override(params, raw)
-            body = json.loads(raw) if raw else {}
+            try:
+                body = json.loads(raw) if raw else {}
+            except ValueError as exc:
+                raise ApiError(400, f"cannot decode the request body as JSON: {exc}") from exc
             parts = [unquote(p) for p in url.path[len("/arvados/v1/") :].strip("/").split("/")]
             with self.emu.lock:
                 status, doc = self.route(account, parts, params, body)
@@ -739,22 +751,25 @@ class _ApiHandler(_Base):
         return content_type == "application/x-www-form-urlencoded"
 
     def method_override(self, params: dict[str, str], raw: bytes) -> tuple[dict[str, str], bytes]:
-        """A POST with a form body: its fields join the query's, and ``_method`` or
-        ``X-Http-Method-Override`` names the method to route as.
+        """A POST's form body fields join the query's, and ``_method`` (query or form)
+        or else ``X-Http-Method-Override`` names the method to route as.
 
         googleapiclient resends any GET whose URL exceeds 2048 characters this way.
         The controller parses the form (``r.ParseForm``), then takes ``_method``
-        from it, else the header.  Returns the merged parameters and an empty body.
+        from it, else the header.  Returns the parameters and the body left to decode.
         """
-        try:
-            form = parse_qs(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-        except UnicodeDecodeError as exc:
-            raise ApiError(400, f"bad form body: {exc}") from exc
-        merged = {**params, **{k: v[-1] for k, v in form.items()}}
+        merged = dict(params)
+        if self.is_form():
+            try:
+                form = parse_qs(raw.decode("utf-8"), keep_blank_values=True)
+            except UnicodeDecodeError as exc:
+                raise ApiError(400, f"cannot decode the form body: {exc}") from exc
+            merged.update({k: v[0] for k, v in form.items()})  # the body's values win
+            raw = b""
         override = merged.pop("_method", "") or self.headers.get("X-Http-Method-Override", "")
         if override:
             self.method = override.upper()
-        return merged, b""
+        return merged, raw
 
     def discovery(self) -> dict[str, Any]:
         doc = json.loads(DISCOVERY.read_text())
