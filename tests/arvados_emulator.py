@@ -1003,15 +1003,46 @@ class _ApiHandler(_Base):
         errors = self.emu.check_foreign_uuids(
             user, record, ["owner_uuid", "tail_uuid", "head_uuid"]
         )
+        if table == "links":
+            errors += self.link_errors(record)
         if errors:
             raise ApiError(422, *errors)
         if table == "links" and record.get("link_class") == "permission":
             # Link#ensure_owner_uuid_is_permitted: manage the head; owned by the system user
             if self.emu.permission(user, record["head_uuid"]) < 3:
-                raise ApiError(403, "#<ArvadosModel::PermissionDeniedError>")
+                raise ApiError(
+                    403,
+                    "#<ArvadosModel::PermissionDeniedError: ArvadosModel::PermissionDeniedError>",
+                )
             record["owner_uuid"] = self.emu.system_user
             return
         self.emu.check_owner(user, record["owner_uuid"])
+
+    def link_errors(self, record: dict[str, Any]) -> list[str]:
+        """link.rb's own validations: no name links; a permission link names a level
+        and grants it to a user (roles are not modelled)."""
+        if record.get("link_class") == "name":
+            return ["Name Name links are obsolete"]
+        if record.get("link_class") != "permission":
+            return []
+        if record.get("name") not in ("can_read", "can_write", "can_manage", "can_login"):
+            return [
+                "Name is invalid permission, must be one of 'can_read', 'can_write', "
+                "'can_manage', 'can_login'"
+            ]
+        tail = str(record.get("tail_uuid"))
+        if "-j7d0g-" in tail:
+            group = self.emu.tables["groups"].get(tail)
+            if group is None:
+                return ["Tail uuid does not exist"]
+            if group.get("group_class") != "role":
+                return [
+                    "Tail uuid must be a user or role, was group with group_class "
+                    f"{group.get('group_class')}"
+                ]
+        elif "-tpzed-" not in tail:
+            return ["Tail uuid must be a user or role"]
+        return []
 
     def unique_name(self, table: str, record: dict[str, Any], params: dict[str, str]) -> None:
         clash = any(

@@ -546,3 +546,35 @@ def test_a_v1_image_runs_on_a_cluster_that_accepts_v1() -> None:
             api, both.alice.uuid, v1, ["kt/v1-ok:1"], "2024-01-01T00:00:00Z", f"{v1}.tar"
         )
         assert run_image(api, "kt/v1-ok:1") == stored["portable_data_hash"]
+
+
+def test_link_classes_the_server_validates(cluster: Any) -> None:
+    """link.rb: name links are obsolete; a permission link names a level, goes to a user,
+    and needs can_manage on its head."""
+    alice = cluster.api(cluster.alice, num_retries=0)
+    mine = new_collection(alice)
+    assert api_error(
+        alice.links().create(body={"link_class": "name", "name": "n", "head_uuid": mine})
+    ) == (422, ["Name Name links are obsolete"])
+    share = {"link_class": "permission", "head_uuid": mine, "tail_uuid": cluster.bob.uuid}
+    assert api_error(alice.links().create(body={**share, "name": "can_fly"})) == (
+        422,
+        [
+            "Name is invalid permission, must be one of 'can_read', 'can_write', "
+            "'can_manage', 'can_login'"
+        ],
+    )
+    project = cluster.alice_project["uuid"]
+    assert api_error(
+        alice.links().create(body={**share, "name": "can_read", "tail_uuid": project})
+    ) == (422, ["Tail uuid must be a user or role, was group with group_class project"])
+    granted = alice.links().create(body={**share, "name": "can_read"}).execute()
+    assert granted["owner_uuid"] == cluster.system_user
+    bobs = new_collection(cluster.api(cluster.bob))
+    cluster.share(bobs, cluster.alice, "can_read")
+    status, _ = api_error(
+        alice.links().create(
+            body={**share, "name": "can_read", "head_uuid": bobs, "tail_uuid": cluster.alice.uuid}
+        )
+    )
+    assert status == 403  # reading is not managing
