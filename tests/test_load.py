@@ -596,10 +596,11 @@ def test_a_stored_image_missing_a_block_is_repaired_not_reused(
     (segment,) = item.segments
     md5 = segment.locator[:32]
     if backend.kind == "local":
-        block_file = backend.home / "keep" / md5[:3] / md5
-    else:
-        block_file = request.getfixturevalue("emulator").block_dir / md5
-    block_file.unlink()  # a disk fault, or a block deleted by hand
+        block_files = [backend.home / "keep" / md5[:3] / md5]
+    else:  # every replica, one on each keepstore
+        block_files = [d / md5 for d in request.getfixturevalue("emulator").block_dirs]
+    for block_file in block_files:
+        block_file.unlink()  # a disk fault, or a block deleted by hand
     assert not backend.has_block(segment.locator)
     again = load_image(backend, str(path))
     assert backend.has_block(segment.locator)  # uploaded again
