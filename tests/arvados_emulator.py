@@ -72,6 +72,8 @@ class Fault:
     times: int = 1
     delay: float = 0.0
     drop: bool = False
+    skip: int = 0
+    hold: float = 0.0
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method in ("*", method)) and path.startswith(self.path)
@@ -258,14 +260,19 @@ class Emulator:
         times: int = 1,
         delay: float = 0.0,
         drop: bool = False,
+        skip: int = 0,
+        hold: float = 0.0,
     ) -> Fault:
         """Make the next *times* requests matching *method* and *path* prefix misbehave.
 
         Paths are ``/arvados/v1/<resource>…`` for the API and ``/keep/`` for every
         keepstore request.  *status* answers with that HTTP error, *drop* closes
-        the connection without an answer, *delay* sleeps first.
+        the connection without an answer, *delay* sleeps first.  *hold* carries
+        out an API request, then sleeps before answering (the client may be
+        interrupted while the server has already done it).  The first *skip*
+        matching requests pass untouched.
         """
-        fault = Fault(method.upper(), path, status, times, delay, drop)
+        fault = Fault(method.upper(), path, status, times, delay, drop, skip, hold)
         with self.lock:
             self.faults.append(fault)
         return fault
@@ -274,6 +281,9 @@ class Emulator:
         with self.lock:
             for fault in self.faults:
                 if fault.times > 0 and fault.matches(method, path):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        continue
                     fault.times -= 1
                     return fault
         return None
@@ -462,6 +472,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Base(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    hold = 0.0
     # Headers and body go out in separate writes; with Nagle's algorithm the body
     # waits for the client's delayed ACK (~40 ms a response), which real servers avoid.
     disable_nagle_algorithm = True
@@ -509,6 +520,7 @@ class _Base(BaseHTTPRequestHandler):
         """Apply an injected fault; True if the request is finished."""
         self.emu.requests.append((self.command, path))
         fault = self.emu.take_fault(self.command, path)
+        self.hold = fault.hold if fault is not None else 0.0
         if fault is None:
             return False
         if fault.delay:
@@ -625,11 +637,15 @@ class _ApiHandler(_Base):
             parts = [unquote(p) for p in url.path[len("/arvados/v1/") :].strip("/").split("/")]
             with self.emu.lock:
                 status, doc = self.route(account, parts, params, body)
+            if self.hold:
+                time.sleep(self.hold)  # done, but the answer is late
             self.send_json(status, doc)
         except ApiError as exc:
-            self.send_json(
-                exc.status, {"errors": [exc.message], "error_token": secrets.token_hex(8)}
-            )
+            # As ApplicationController#send_error: the request ID after each message.
+            request_id = self.headers.get("X-Request-Id")
+            message = f"{exc.message} ({request_id})" if request_id else exc.message
+            token = f"{int(time.time())}+{secrets.token_hex(4)}"
+            self.send_json(exc.status, {"errors": [message], "error_token": token})
 
     def discovery(self) -> dict[str, Any]:
         doc = json.loads(DISCOVERY.read_text())
@@ -675,7 +691,7 @@ class _ApiHandler(_Base):
                 "items_available": 1,
             }
         if resource == "users" and ident == "current":
-            return 200, self.emu.tables["users"][user.uuid]
+            return 200, self.output(user, "users", self.emu.tables["users"][user.uuid], None)
         if resource == "api_client_authorizations" and ident == "current":
             return 200, {
                 "uuid": f"{self.emu.uuid_prefix}-gj3su-000000000000000",
@@ -723,7 +739,7 @@ class _ApiHandler(_Base):
         out = dict(record)
         if table == "collections" and "manifest_text" in out:
             out["manifest_text"] = self.emu.signed_manifest(out["manifest_text"], user.token)
-        if table == "groups":
+        if table in ("groups", "users"):  # ArvadosModel#can_write, #can_manage
             level = self.emu.permission(user, record["uuid"])
             out["can_write"] = level >= 2
             out["can_manage"] = level >= 3
@@ -871,12 +887,15 @@ class _ApiHandler(_Base):
         if params.get("ensure_unique_name") in ("true", "True", "1"):
             record["name"] = f"{record['name'][:237]} ({record['uuid'][-15:]})"
             return
+        # ApplicationController#render_error: 422 with the exception's #inspect, the
+        # PostgreSQL message and its DETAIL line (the unique index excludes trashed
+        # collections and old versions, as here).
         raise ApiError(
             422,
             "#<ActiveRecord::RecordNotUnique: PG::UniqueViolation: ERROR:  duplicate "
-            f'key value violates unique constraint "index_{table}_on_owner_uuid_and_name" '
+            f'key value violates unique constraint "index_{table}_on_owner_uuid_and_name"\n'
             f"DETAIL:  Key (owner_uuid, name)=({record['owner_uuid']}, {record['name']}) "
-            "already exists.>",
+            "already exists.\n>",
         )
 
     def check_signatures(self, user: UserAccount, manifest: str) -> None:

@@ -164,6 +164,21 @@ class Registered:
         return pdh
 
 
+@dataclass(slots=True)
+class _Made:
+    """Something this run asked the store to create.
+
+    *uuid* is None until the answer arrives: after Ctrl-C or a lost answer the
+    object may exist anyway, so *filters* find it, minus the *before* UUIDs that
+    matched them already before the request was sent.
+    """
+
+    kind: str  # "collection" or "link"
+    filters: list[list[Any]]
+    before: frozenset[str]
+    uuid: str | None = None
+
+
 def find_reusable(backend: Backend, image_id: str, owner_uuid: str) -> tuple[Record, Record] | None:
     """A readable collection registered as *image_id* whose blocks are all stored.
 
@@ -254,7 +269,7 @@ def _run(
     existing: Record | None,
     force: bool,
 ) -> Registered | None:
-    created: list[tuple[str, str]] = []
+    created: list[_Made] = []
     try:
         with _keepdocker_lock(backend, request.image_id), backend.atomic():
             return _register(backend, request, manifest_text, existing, force, created)
@@ -275,7 +290,7 @@ def _register(
     manifest_text: str | None,
     existing: Record | None,
     force: bool,
-    created: list[tuple[str, str]],
+    created: list[_Made],
 ) -> Registered | None:
     owner = request.owner_uuid
     link_properties: dict[str, Any] = {}
@@ -322,7 +337,7 @@ def _register(
         collection=collection,
         reused=reused,
         copied_from=copied_from,
-        created=tuple(uuid for _, uuid in created),
+        created=tuple(made.uuid for made in created if made.uuid),
     )
 
 
@@ -341,7 +356,7 @@ def _collection_from_manifest(
     request: ImageRegistration,
     manifest_text: str,
     force: bool,
-    created: list[tuple[str, str]],
+    created: list[_Made],
 ) -> Record:
     """Adopt the owner's collection with this manifest, else create it (convergently)."""
     pdh = portable_data_hash(manifest_text)
@@ -351,6 +366,13 @@ def _collection_from_manifest(
             return adopted
 
     def create(unique: bool) -> Record:
+        filters: list[list[Any]] = [
+            ["owner_uuid", "=", request.owner_uuid],
+            ["portable_data_hash", "=", pdh],
+        ]
+        before = frozenset(r["uuid"] for r in backend.list_collections(filters, select=["uuid"]))
+        made = _Made("collection", filters, before)
+        created.append(made)
         record = backend.create_collection(
             manifest_text=manifest_text,
             name=request.collection_name,
@@ -358,7 +380,7 @@ def _collection_from_manifest(
             properties=request.collection_properties,
             ensure_unique_name=unique,
         )
-        created.append(("collection", record["uuid"]))
+        made.uuid = record["uuid"]
         return record
 
     if force:
@@ -368,6 +390,7 @@ def _collection_from_manifest(
     except ConflictError:
         # The name is taken: by a concurrent load of this image (adopt its
         # collection), or by some other collection (take a unique name instead).
+        created.pop()  # nothing was created
         adopted = _adoptable(backend, request, pdh)
         if adopted is not None:
             return adopted
@@ -382,14 +405,14 @@ def _ensure_link(
     head_uuid: str,
     owner_uuid: str,
     properties: Mapping[str, Any],
-    created: list[tuple[str, str]],
+    created: list[_Made],
 ) -> Record:
     """The link (class, name, head, owner): the oldest such one, created if missing.
 
     After creating, look again: if concurrent runs each made one, keep the oldest
     and delete this run's own extra.
     """
-    filters = [
+    filters: list[list[Any]] = [
         ["link_class", "=", link_class],
         ["name", "=", name],
         ["head_uuid", "=", head_uuid],
@@ -398,6 +421,8 @@ def _ensure_link(
     found = list(backend.list_links(filters))
     if found:
         return found[0]
+    made = _Made("link", filters, frozenset())
+    created.append(made)
     link = backend.create_link(
         link_class=link_class,
         name=name,
@@ -405,19 +430,21 @@ def _ensure_link(
         owner_uuid=owner_uuid,
         properties=properties,
     )
-    created.append(("link", link["uuid"]))
+    made.uuid = link["uuid"]
     found = list(backend.list_links(filters))
     oldest = found[0] if found else link
     if oldest["uuid"] != link["uuid"]:
         backend.delete_link(link["uuid"])
-        created.remove(("link", link["uuid"]))
+        created.remove(made)
     return oldest
 
 
-def _rollback(backend: Backend, created: Sequence[tuple[str, str]]) -> list[str]:
+def _rollback(backend: Backend, created: Sequence[_Made]) -> list[str]:
     """Remove what this run created, through a fresh connection; return what is left.
 
-    A collection that links this run did not make now point to (another run
+    A request whose answer never came (Ctrl-C, a lost connection) may have been
+    carried out: what its filters find now, and did not find before, is removed
+    too.  A collection that links this run did not make point to (another run
     adopted it) is kept: it is no longer this run's to remove.
     """
     if not created:
@@ -425,10 +452,24 @@ def _rollback(backend: Backend, created: Sequence[tuple[str, str]]) -> list[str]
     try:
         fresh = backend.reopen()
     except KeeptarError:
-        return [uuid for _, uuid in created]
-    own = {uuid for _, uuid in created}
+        return [made.uuid or f"a {made.kind} (unknown UUID)" for made in created]
     left: list[str] = []
-    for kind, uuid in reversed(created):
+    targets: list[tuple[str, str]] = []
+    try:
+        for made in created:
+            if made.uuid is not None:
+                targets.append((made.kind, made.uuid))
+                continue
+            method = fresh.list_links if made.kind == "link" else fresh.list_collections
+            targets.extend(
+                (made.kind, record["uuid"])
+                for record in method(made.filters, select=["uuid"])
+                if record["uuid"] not in made.before
+            )
+    except KeeptarError:
+        return [made.uuid or f"a {made.kind} (unknown UUID)" for made in created]
+    own = {uuid for _, uuid in targets}
+    for kind, uuid in reversed(targets):
         try:
             if kind == "link":
                 with contextlib.suppress(NotFoundError):
