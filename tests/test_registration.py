@@ -51,6 +51,32 @@ main()
 """
 
 
+# Runs the real CLI with a start gate: the first put_block of each process waits
+# until *count* processes have reached it, so that they all upload and register at
+# the same moment (processes started one after another would seldom overlap).
+_GATE = """
+import os, sys, threading, time
+module, cls, gate, count = sys.argv[1:5]
+backend_class = getattr(__import__(module, fromlist=[cls]), cls)
+original = backend_class.put_block
+lock = threading.Lock()
+passed = []
+def wrapped(self, data):
+    with lock:
+        if not passed:
+            open(os.path.join(gate, str(os.getpid())), "w").close()
+            deadline = time.monotonic() + 120
+            while len(os.listdir(gate)) < int(count) and time.monotonic() < deadline:
+                time.sleep(0.005)
+            passed.append(True)
+    return original(self, data)
+backend_class.put_block = wrapped
+sys.argv = ["keeptar", *sys.argv[5:]]
+from keeptar.cli import main
+main()
+"""
+
+
 def image_id_of(path: Path) -> str:
     """The image ID, from the archive's manifest.json as tarfile reads it."""
     with tarfile.open(path) as tar:
@@ -74,6 +100,14 @@ def server_state(backend: Any, request: pytest.FixtureRequest, image_id: str) ->
             }
             live = set(holders)
             links = db.execute("SELECT link_class, name, head_uuid FROM links").fetchall()
+            # A deleted collection leaves no row: its links are found as dangling ones.
+            holders |= {
+                head
+                for (head,) in db.execute(
+                    "SELECT head_uuid FROM links WHERE head_uuid NOT IN "
+                    "(SELECT uuid FROM collections)"
+                )
+            }
         finally:
             db.close()
     else:
@@ -109,14 +143,16 @@ def assert_one_complete_registration(
     assert state["heads"] == state["collections"], state
 
 
+def backend_class(backend: Any) -> tuple[str, str]:
+    if backend.kind == "local":
+        return "keeptar.backends.embedded", "EmbeddedBackend"
+    return "keeptar.backends.arvados", "ArvadosBackend"
+
+
 def harness(
     backend: Any, method: str, after: int, sig: str, *args: str
 ) -> subprocess.CompletedProcess[bytes]:
-    module, cls = (
-        ("keeptar.backends.embedded", "EmbeddedBackend")
-        if backend.kind == "local"
-        else ("keeptar.backends.arvados", "ArvadosBackend")
-    )
+    module, cls = backend_class(backend)
     return subprocess.run(
         [sys.executable, "-c", _HARNESS, module, cls, method, str(after), sig, *args],
         capture_output=True,
@@ -132,9 +168,13 @@ def test_eight_concurrent_loads_register_once(
 ) -> None:
     path = unique_image(BUILDAH, tmp_path)
     image_id = image_id_of(path)
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    module, cls = backend_class(backend)
+    command = [sys.executable, "-c", _GATE, module, cls, str(gate), "8"]
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "keeptar", "load", "--no-progress", str(path)],
+            [*command, "load", "--no-progress", str(path)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -161,6 +201,12 @@ def test_kill_while_registering_then_rerun_gives_one_registration(
     image_id = image_id_of(path)
     killed = harness(backend, method, after, "SIGKILL", "load", "--no-progress", str(path))
     assert killed.returncode == -signal.SIGKILL, killed.stderr
+    if backend.kind == "local":  # killed inside the one transaction: nothing was committed
+        assert server_state(backend, request, image_id) == {
+            "collections": [],
+            "links": [],
+            "heads": [],
+        }
     rerun = run_keeptar("load", "--no-progress", str(path))
     assert rerun.returncode == 0, rerun.stderr
     assert_one_complete_registration(backend, request, image_id)
