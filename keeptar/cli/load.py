@@ -52,7 +52,12 @@ def load_command(
     ] = None,
     force: Annotated[
         bool,
-        typer.Option("--force", "-f", help="Upload and register again even if already stored."),
+        typer.Option(
+            "--force",
+            "-f",
+            help="Upload and register a new collection even if already stored "
+            "(as arv-keepdocker -f).",
+        ),
     ] = False,
     force_image_format: Annotated[
         bool,
