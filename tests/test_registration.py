@@ -187,6 +187,45 @@ def test_eight_concurrent_loads_register_once(
     assert {out.decode().split()[0] for out, _ in outputs} == {collection}
 
 
+@pytest.mark.parametrize("method", ["create_collection", "create_link"])
+def test_a_concurrent_load_that_creates_first_wins_on_arvados(
+    emulator: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    method: str,
+) -> None:
+    """Another load makes the same collection (or link) just before this one does.
+
+    The server refuses the second collection of that name, and this load adopts the
+    other's; of two identical links, both loads keep the older one.
+    """
+    from keeptar.backends.arvados import ArvadosBackend
+    from keeptar.load import load_image
+
+    for key, value in emulator.env(emulator.alice).items():
+        monkeypatch.setenv(key, value)
+    path = unique_image(BUILDAH, tmp_path)
+    image_id = image_id_of(path)
+    backend, other = ArvadosBackend(), ArvadosBackend()
+    original = getattr(backend, method)
+    theirs: list[str] = []
+
+    def another_load_first(**kwargs: Any) -> Any:
+        theirs.append(getattr(other, method)(**kwargs)["uuid"])
+        return original(**kwargs)
+
+    monkeypatch.setattr(backend, method, another_load_first)
+    result = load_image(backend, str(path))
+    assert_one_complete_registration(backend, request, image_id)
+    if method == "create_collection":
+        assert [result.uuid] == theirs
+    else:
+        assert len(theirs) == 3
+        kept = {link["uuid"] for link in backend.list_links([["head_uuid", "=", result.uuid]])}
+        assert kept == set(theirs)
+
+
 # ---- kill -9 -----------------------------------------------------------------------------------
 
 
