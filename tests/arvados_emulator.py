@@ -12,12 +12,17 @@ keepstore over plain HTTP.  Its semantics follow the server code
   manifests are stored without hints and signed again for each reader;
 - a user reads what they own (directly or through projects they own), what a
   ``permission`` link shares with them, and admins read everything;
-- ``ensure_unique_name`` appends `` (<last 15 of uuid>)`` to a clashing name;
+- ``ensure_unique_name`` appends `` (<last 15 of uuid>)`` to a clashing name; without
+  it a clash is the 422 ``#<ActiveRecord::RecordNotUnique: PG::UniqueViolation: …>``
+  that ``ApplicationController#render_error`` sends, error messages ending in
+  `` (<X-Request-Id>)`` as ``send_error`` writes them;
+- user records carry ``can_write``/``can_manage`` for the caller, as groups do;
 - ``GET collections/<pdh>`` returns ``{uuid: pdh, portable_data_hash, manifest_text}``;
 - lists take ``filters`` (``= != < <= > >= in, not in, like, ilike, exists``),
   ``select``, ``order``, ``limit`` (default 100, max 1000), ``offset``, ``count``.
 
-Faults can be injected per endpoint: :meth:`Emulator.inject`.
+Faults can be injected per endpoint: :meth:`Emulator.inject` (an error status, a
+dropped connection, a delay before the work, or a *hold*: the work done, the answer late).
 """
 
 from __future__ import annotations
