@@ -10,9 +10,10 @@ their blocks.
 Registration matches ``arv-keepdocker``: one file ``<image id>.tar`` per
 collection, the ``docker-image-repo-tag`` property, a ``docker_image_hash``
 link and ``docker_image_repo+tag`` links, each with ``image_timestamp``.
-Nothing is registered until every block is stored, and a failure while
-registering removes what was created, so a failed load leaves no collection
-and no links; loading again is always safe.
+Nothing is registered until every block is stored.  The rules for
+registering (names, links, owner, reuse, adoption, rollback) live in
+:mod:`keeptar.catalog.registration`: a registration is never doubled and never
+half-done, and loading again is always safe.
 """
 
 from __future__ import annotations
@@ -29,9 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keeptar.archive import find_image_file
+from keeptar.archive import find_image_file, inspect_source
 from keeptar.backends import Backend, Record
-from keeptar.catalog.images import HASH_LINK, REPO_TAG_LINK, ensure_link, find_image_collections
 from keeptar.catalog.loadable import (
     is_loadable,
     plan_rewrite,
@@ -48,6 +48,14 @@ from keeptar.catalog.references import (
     same_repository_names,
     split_image_ref,
 )
+from keeptar.catalog.registration import (
+    ImageRegistration,
+    Registered,
+    collection_name,
+    register_image,
+    resolve_owner,
+    reuse_image,
+)
 from keeptar.errors import (
     ArchiveError,
     ConflictError,
@@ -63,13 +71,14 @@ from keeptar.keep.manifest import (
     is_portable_data_hash,
     manifest_from_segments,
     parse_manifest,
+    portable_data_hash,
     single_file_manifest,
 )
 from keeptar.keep.segments import stream_segments
 from keeptar.streaming.decompress import MAGIC_LENGTH, Compression, detect_compression
 from keeptar.streaming.sources import ByteSource, open_source, run_tar_stream
 
-__all__ = ["LoadResult", "SourceKind", "detect_source", "load_image"]
+__all__ = ["LoadResult", "SourceKind", "collection_name", "detect_source", "load_image"]
 
 _MOUNT_RECORD = ".arvados#collection"
 
@@ -281,13 +290,6 @@ def _check_names(target: _Target, image: ImageInfo) -> None:
         raise UsageError(f"{problem}{hint}")
 
 
-def collection_name(image_id: str, repo_tag: str | None) -> str:
-    """The default collection name, as ``arv-keepdocker`` makes it."""
-    if repo_tag:
-        return f"Docker image {repo_tag.replace('/', ' ')} {image_id[:12]}"
-    return f"Docker image {image_id[:12]}"
-
-
 # ---- the plan every source ends in ------------------------------------------------------
 
 
@@ -301,49 +303,48 @@ class _Target:
     warn: Callable[[str], None] | None = None
 
 
-def _resolve_owner(backend: Backend, project_uuid: str | None) -> str:
-    if project_uuid is None:
-        return backend.current_user().uuid
-    try:
-        project = backend.get_project(project_uuid)
-    except NotFoundError:
-        raise NotFoundError(f"project {project_uuid} not found (or not readable)") from None
-    if not project.get("can_write"):
-        raise ConflictError(f"you cannot write to project {project_uuid}")
-    uuid: str = project["uuid"]
-    return uuid
+def _request(target: _Target, image: ImageInfo) -> ImageRegistration:
+    return ImageRegistration(
+        image_id=image.id,
+        file_name=image.file_name,
+        owner_uuid=target.owner_uuid,
+        repo_tags=tuple(_repo_tags(image, target.tag)),
+        image_timestamp=image.created,
+        name=target.name,
+    )
 
 
 def _reuse_existing(target: _Target, image: ImageInfo) -> LoadResult | None:
     """Register *image* from a collection that already holds it, if there is one."""
-    candidates = find_image_collections(
-        target.backend,
-        image.id,
-        select=["uuid", "owner_uuid", "name", "manifest_text", "portable_data_hash"],
-    )
-    owned = [c for c in candidates if c["owner_uuid"] == target.owner_uuid]
-    unloadable: list[str] = []
-    for candidate in owned + [c for c in candidates if c not in owned]:
-        if not _blocks_stored(target.backend, candidate["manifest_text"]):
-            continue  # damaged: upload again, which restores its blocks too
-        if not is_loadable(target.backend, candidate["manifest_text"], image):
-            unloadable.append(candidate["uuid"])
-            continue
-        if candidate in owned:
-            return _register(target, image, existing=candidate, reused=True)
-        return _register(target, image, manifest_text=candidate["manifest_text"], reused=True)
+    if target.force:
+        return None
+    accept, unloadable = _loadable_filter(target, image)
+    registered = reuse_image(target.backend, _request(target, image), accept=accept)
+    if registered is None:
+        _warn_unloadable(target, image, unloadable)
+        return None
+    return _result(target, image, registered, None)
+
+
+def _loadable_filter(
+    target: _Target, image: ImageInfo
+) -> tuple[Callable[[Record], bool], list[str]]:
+    """A reuse filter that accepts only collections a compute node can load as *image*,
+    and the list it records the refused collections in."""
+    refused: list[str] = []
+
+    def accept(candidate: Record) -> bool:
+        if is_loadable(target.backend, candidate["manifest_text"], image):
+            return True
+        refused.append(candidate["uuid"])
+        return False
+
+    return accept, refused
+
+
+def _warn_unloadable(target: _Target, image: ImageInfo, unloadable: list[str]) -> None:
     if unloadable and target.warn is not None:
-        target.warn(unloadable_warning(image.id, unloadable))
-    return None
-
-
-def _blocks_stored(backend: Backend, manifest_text: str) -> bool:
-    """Whether every block *manifest_text* names is stored (so reusing it is safe)."""
-    return all(
-        backend.has_block(segment.locator)
-        for item in parse_manifest(manifest_text)
-        for segment in item.segments
-    )
+        target.warn(unloadable_warning(image.id, list(dict.fromkeys(unloadable))))
 
 
 def _register(
@@ -354,64 +355,63 @@ def _register(
     existing: Record | None = None,
     reused: bool = False,
 ) -> LoadResult:
-    """Create the collection (unless *existing*) and the links; undo all of it on failure."""
-    backend = target.backend
+    """Register *image* (see :func:`keeptar.catalog.registration.register_image`)."""
+    accept, unloadable = _loadable_filter(target, image)
+    registered = register_image(
+        target.backend,
+        _request(target, image),
+        manifest_text=manifest_text,
+        existing=existing,
+        force=target.force,
+        accept=accept,
+    )
+    if not registered.reused:
+        _warn_unloadable(target, image, unloadable)
+    return _result(target, image, registered, manifest_text, reused=reused)
+
+
+def _result(
+    target: _Target,
+    image: ImageInfo,
+    registered: Registered,
+    manifest_text: str | None,
+    *,
+    reused: bool = False,
+) -> LoadResult:
     tags = _repo_tags(image, target.tag)
-    primary = tags[0] if tags else None
-    properties: dict[str, Any] = {}
-    if image.created is not None:
-        properties["image_timestamp"] = image.created
-    created_links: list[str] = []
-    created_collection: str | None = None
-    try:
-        if existing is None:
-            assert manifest_text is not None
-            existing = backend.create_collection(
-                manifest_text=manifest_text,
-                name=target.name or collection_name(image.id, primary),
-                owner_uuid=target.owner_uuid,
-                properties={"docker-image-repo-tag": primary},
-                ensure_unique_name=True,
-            )
-            created_collection = existing["uuid"]
-        for link_class, link_name in [(HASH_LINK, image.id)] + [(REPO_TAG_LINK, t) for t in tags]:
-            link = ensure_link(
-                backend,
-                link_class=link_class,
-                name=link_name,
-                head_uuid=existing["uuid"],
-                owner_uuid=target.owner_uuid,
-                properties=properties,
-            )
-            if link is not None:
-                created_links.append(link["uuid"])
-    except BaseException:
-        _rollback(backend, created_links, created_collection)
-        raise
-    pdh = (
-        existing.get("portable_data_hash")
-        or backend.get_collection(existing["uuid"])["portable_data_hash"]
-    )
     return LoadResult(
-        uuid=existing["uuid"],
-        portable_data_hash=pdh,
+        uuid=registered.uuid,
+        portable_data_hash=registered.portable_data_hash,
         image_id=image.id,
-        repo_tag=primary,
+        repo_tag=tags[0] if tags else None,
         file_name=image.file_name,
-        format=image.format.value,
+        format=_stored_format(target.backend, registered, image, manifest_text),
         created=image.created,
-        reused=reused,
+        reused=reused or registered.reused,
     )
 
 
-def _rollback(backend: Backend, links: Sequence[str], collection: str | None) -> None:
-    """Best-effort removal of what a failed registration created."""
-    for uuid in reversed(links):
-        with contextlib.suppress(Exception):
-            backend.delete_link(uuid)
-    if collection is not None:
-        with contextlib.suppress(Exception):
-            backend.delete_collection(collection)
+def _stored_format(
+    backend: Backend, registered: Registered, image: ImageInfo, manifest_text: str | None
+) -> str:
+    """The layout of the archive registered: the input's, unless an existing copy
+    (maybe of another layout, e.g. docker-archive for an OCI input) was registered."""
+    source = registered.copied_from
+    if source is None or (
+        manifest_text is not None
+        and source.get("portable_data_hash") == portable_data_hash(manifest_text)
+    ):
+        return image.format.value
+    try:
+        _, item = find_image_file(backend, registered.uuid, "")
+        reader = KeepFileReader(backend.get_block, item, name=f"{registered.uuid}/{item.path}")
+        info = inspect_source(ByteSource(reader, reader.name))  # type: ignore[arg-type]
+    except KeeptarError:
+        return image.format.value
+    for stored in info.images:
+        if stored.id == image.id:
+            return stored.format.value
+    return image.format.value
 
 
 # ---- sources ----------------------------------------------------------------------------
@@ -444,15 +444,12 @@ def _register_stored(
 ) -> LoadResult:
     """Register freshly stored bytes as *image*.
 
-    Unless ``--force``, look for the image once more first: another load may have
-    registered it while these bytes were uploading, and the stored blocks are the
-    same either way (content-addressed), so reuse beats a duplicate collection.
+    Unless ``--force``, the registration looks for the image once more first (in
+    the same transaction on the embedded store): another load may have registered
+    it while these bytes were uploading, and the stored blocks are the same either
+    way (content-addressed), so reuse beats a duplicate collection.
     With *rewrite*, the file stored is the loadable single-image form of those bytes.
     """
-    if not target.force:
-        found = _reuse_existing(target, image)
-        if found is not None:
-            return found
     manifest = single_file_manifest(image.file_name, stored.locators, stored.size)
     if rewrite is not None:
         segments = stream_segments(stored.locators)
@@ -628,7 +625,7 @@ def load_image(
         problem = collection_name_problem(name)
         if problem is not None:
             raise UsageError(f"--name: {problem}")
-    target = _Target(backend, _resolve_owner(backend, project_uuid), tag, name, force, _once(warn))
+    target = _Target(backend, resolve_owner(backend, project_uuid), tag, name, force, _once(warn))
 
     if kind in (SourceKind.COLLECTION, SourceKind.ARV_MOUNT):
         ref = (

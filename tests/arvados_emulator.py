@@ -12,11 +12,15 @@ make, and two keepstores over plain HTTP.  Its semantics follow the server code
   manifests are stored without hints and signed again for each reader;
 - a user reads what they own (directly or through projects they own), what a
   ``permission`` link shares with them, and admins read everything;
-- ``ensure_unique_name`` appends `` (<last 15 of uuid>)`` to a clashing name;
 - 422 for what the server refuses: a manifest ``Keep::Manifest.validate!``
   refuses, a collection or project name that is ``.``, ``..`` or holds ``/``
   (``ensure_filesystem_compatible_name``, ``ForwardSlashNameSubstitution: ""``),
   and a name or other ``character varying(255)`` column over 255 characters;
+- ``ensure_unique_name`` appends `` (<last 15 of uuid>)`` to a clashing name; without
+  it a clash is the 422 ``#<ActiveRecord::RecordNotUnique: PG::UniqueViolation: …>``
+  that ``ApplicationController#render_error`` sends, error messages ending in
+  `` (<X-Request-Id>)`` as ``send_error`` writes them;
+- user records carry ``can_write``/``can_manage`` for the caller, as groups do;
 - ``GET collections/<pdh>`` returns ``{uuid: pdh, portable_data_hash, manifest_text}``;
 - lists take ``filters`` (``= != < <= > >= in, not in, like, ilike, exists``),
   ``select``, ``order``, ``limit`` (default 100, max 1000), ``offset``, ``count``;
@@ -30,7 +34,8 @@ make, and two keepstores over plain HTTP.  Its semantics follow the server code
 - ``container_requests`` resolve ``container_image`` on commit with a port of
   ``Collection.find_all_for_docker_image``; the container records the image's PDH.
 
-Faults can be injected per endpoint: :meth:`Emulator.inject`.
+Faults can be injected per endpoint: :meth:`Emulator.inject` (an error status, a
+dropped connection, a delay before the work, or a *hold*: the work done, the answer late).
 """
 
 from __future__ import annotations
@@ -94,6 +99,8 @@ class Fault:
     times: int = 1
     delay: float = 0.0
     drop: bool = False
+    skip: int = 0
+    hold: float = 0.0
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method in ("*", method)) and path.startswith(self.path)
@@ -290,14 +297,19 @@ class Emulator:
         times: int = 1,
         delay: float = 0.0,
         drop: bool = False,
+        skip: int = 0,
+        hold: float = 0.0,
     ) -> Fault:
         """Make the next *times* requests matching *method* and *path* prefix misbehave.
 
         Paths are ``/arvados/v1/<resource>…`` for the API and ``/keep/`` for every
         keepstore request.  *status* answers with that HTTP error, *drop* closes
-        the connection without an answer, *delay* sleeps first.
+        the connection without an answer, *delay* sleeps first.  *hold* carries
+        out an API request, then sleeps before answering (the client may be
+        interrupted while the server has already done it).  The first *skip*
+        matching requests pass untouched.
         """
-        fault = Fault(method.upper(), path, status, times, delay, drop)
+        fault = Fault(method.upper(), path, status, times, delay, drop, skip, hold)
         with self.lock:
             self.faults.append(fault)
         return fault
@@ -306,6 +318,9 @@ class Emulator:
         with self.lock:
             for fault in self.faults:
                 if fault.times > 0 and fault.matches(method, path):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        continue
                     fault.times -= 1
                     return fault
         return None
@@ -570,6 +585,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Base(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    hold = 0.0
     # Headers and body go out in separate writes; with Nagle's algorithm the body
     # waits for the client's delayed ACK (~40 ms a response), which real servers avoid.
     disable_nagle_algorithm = True
@@ -617,6 +633,7 @@ class _Base(BaseHTTPRequestHandler):
         """Apply an injected fault; True if the request is finished."""
         self.emu.requests.append((self.command, path))
         fault = self.emu.take_fault(self.command, path)
+        self.hold = fault.hold if fault is not None else 0.0
         if fault is None:
             return False
         if fault.delay:
@@ -744,9 +761,15 @@ class _ApiHandler(_Base):
             parts = [unquote(p) for p in url.path[len("/arvados/v1/") :].strip("/").split("/")]
             with self.emu.lock:
                 status, doc = self.route(account, parts, params, body)
+            if self.hold:
+                time.sleep(self.hold)  # done, but the answer is late
             self.send_json(status, doc)
         except ApiError as exc:
-            self.send_json(exc.status, {"errors": exc.errors, "error_token": secrets.token_hex(8)})
+            # As ApplicationController#send_error: the request ID after each message.
+            request_id = self.headers.get("X-Request-Id")
+            errors = [f"{m} ({request_id})" if request_id else m for m in exc.errors]
+            token = f"{int(time.time())}+{secrets.token_hex(4)}"
+            self.send_json(exc.status, {"errors": errors, "error_token": token})
 
     # ---- method override (lib/controller/router/router.go ServeHTTP) --------------------
 
@@ -1069,12 +1092,15 @@ class _ApiHandler(_Base):
         if params.get("ensure_unique_name") in ("true", "True", "1"):
             record["name"] = f"{record['name'][:237]} ({record['uuid'][-15:]})"
             return
+        # ApplicationController#render_error: 422 with the exception's #inspect, the
+        # PostgreSQL message and its DETAIL line (the unique index excludes trashed
+        # collections and old versions, as here).
         raise ApiError(
             422,
             "#<ActiveRecord::RecordNotUnique: PG::UniqueViolation: ERROR:  duplicate "
-            f'key value violates unique constraint "index_{table}_on_owner_uuid_and_name" '
+            f'key value violates unique constraint "index_{table}_on_owner_uuid_and_name"\n'
             f"DETAIL:  Key (owner_uuid, name)=({record['owner_uuid']}, {record['name']}) "
-            "already exists.>",
+            "already exists.\n>",
         )
 
     def check_signatures(self, user: UserAccount, manifest: str) -> None:

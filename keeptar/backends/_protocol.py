@@ -10,6 +10,7 @@ language: ``[[attribute, operator, operand], …]`` with ``=``, ``!=``, ``in``,
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -54,6 +55,25 @@ class Backend(Protocol):
     #: free their source before the upload runs).
     stores_in_place: bool
 
+    def atomic(self) -> AbstractContextManager[None]:
+        """A context in which this handle's catalog calls form one unit, where the store can.
+
+        On the embedded store: one SQLite ``BEGIN IMMEDIATE`` transaction that every
+        call made inside it joins, so other processes see all of it or nothing, and
+        writers serialise; an exception rolls it all back.  On Arvados, where no
+        transaction spans API calls, it does nothing: callers must be convergent
+        (see :mod:`keeptar.catalog.registration`).
+        """
+        ...
+
+    def reopen(self) -> Backend:
+        """A new handle on the same store with connections of its own.
+
+        For cleaning up after an interrupt or a transport error, when this handle's
+        connection may still hold a half-read response.
+        """
+        ...
+
     def server_facts(self) -> ServerFacts:
         """Return cluster facts (accepted image formats, UUID prefix, replication)."""
         ...
@@ -80,7 +100,13 @@ class Backend(Protocol):
         ...
 
     def has_block(self, locator: str) -> bool:
-        """Whether the block *locator* names is stored, at its full size (no hashing)."""
+        """Whether the block *locator* names is stored, at its full size (no hashing).
+
+        Only a definite "not there" is False; a store that cannot answer raises.
+
+        Raises:
+            BackendError: the question could not be answered (after retries).
+        """
         ...
 
     def create_collection(
@@ -92,7 +118,12 @@ class Backend(Protocol):
         properties: Mapping[str, Any],
         ensure_unique_name: bool = False,
     ) -> Record:
-        """Create a collection; with *ensure_unique_name*, rename on a name clash."""
+        """Create a collection; with *ensure_unique_name*, rename on a name clash.
+
+        Raises:
+            ConflictError: without *ensure_unique_name*, the owner already has a
+                collection of that name (the store's unique ``(owner_uuid, name)`` index).
+        """
         ...
 
     def get_collection(self, uuid_or_pdh: str) -> Record:

@@ -9,6 +9,7 @@ every error text passes through :func:`scrub` first.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -63,7 +64,13 @@ class ArvadosBackend:
         if num_retries is None:
             num_retries = int(os.environ.get("KEEPTAR_RETRIES", "5"))
         self._retries = num_retries
+        self._quiet = quiet
         host = settings.get("ARVADOS_API_HOST", "")
+        self._connection = (
+            host,
+            settings.get("ARVADOS_API_TOKEN"),
+            settings.get("ARVADOS_API_HOST_INSECURE", "").lower() in ("1", "true", "yes", "on"),
+        )
         try:
             import arvados
             import arvados.errors
@@ -76,14 +83,9 @@ class ArvadosBackend:
             if api is None:
                 # Explicit settings: the SDK's own settings() caches the environment
                 # once per process, which would ignore later changes.
-                insecure = settings.get("ARVADOS_API_HOST_INSECURE", "").lower()
-                api = arvados.api(
-                    "v1",
-                    host=host,
-                    token=settings.get("ARVADOS_API_TOKEN"),
-                    insecure=insecure in ("1", "true", "yes", "on"),
-                    num_retries=num_retries,
-                )
+                api = self._new_api()
+            else:
+                self._connection = _connection_of(api, self._connection)
             self._api = api
             _remember_token(getattr(self._api, "api_token", None))
             self._keep = arvados.KeepClient(api_client=self._api, num_retries=num_retries)
@@ -95,6 +97,29 @@ class ArvadosBackend:
             ) from None
         self._facts: ServerFacts | None = None
         self._user: User | None = None
+
+    def _new_api(self) -> Any:
+        import arvados
+
+        host, token, insecure = self._connection
+        return arvados.api(
+            "v1", host=host, token=token, insecure=insecure, num_retries=self._retries
+        )
+
+    def reopen(self) -> ArvadosBackend:
+        """A new handle with a new API client and a new HTTP connection.
+
+        After Ctrl-C the old client's reused httplib2 connection may still hold the
+        answer to the interrupted request; a request sent on it would read that.
+        """
+        fresh = ArvadosBackend(self._new_api(), num_retries=self._retries, quiet=self._quiet)
+        fresh._facts, fresh._user = self._facts, self._user
+        return fresh
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Nothing: no transaction spans Arvados API calls (registration is convergent)."""
+        yield
 
     # ---- plumbing --------------------------------------------------------------------
 
@@ -150,7 +175,12 @@ class ArvadosBackend:
         user = self.current_user()
         if "-tpzed-" in uuid:
             record = self._execute(f"looking up user {uuid}", self._api.users().get(uuid=uuid))
-            return {**record, "can_write": uuid == user.uuid or user.is_admin}
+            # The server computes can_write for user records too (ArvadosModel#can_write:
+            # yourself, admins, and users whose home project was shared with you).
+            writable = record.get("can_write")
+            if writable is None:  # an older server: only your own home, or any as admin
+                writable = uuid == user.uuid or user.is_admin
+            return {**record, "can_write": bool(writable)}
         record = self._execute(f"looking up project {uuid}", self._api.groups().get(uuid=uuid))
         if record.get("group_class") not in (None, "project"):
             raise UsageError(f"{uuid} is a {record.get('group_class')} group, not a project")
@@ -176,11 +206,12 @@ class ArvadosBackend:
 
     def has_block(self, locator: str) -> bool:
         def head() -> bool:
-            # No retries: when a block cannot be confirmed at once, the caller uploads it
-            # again, with the retries every upload has.
+            # Retried like every other Keep call.  Only "not found" from every service
+            # (the SDK's NotFoundError) means missing; a HEAD nobody could answer is an
+            # error, never a reason to store the image again.
             try:
-                self._keep.head(locator, num_retries=0)
-            except self._sdk_errors.KeepReadError:  # NotFoundError among them
+                self._keep.head(locator, num_retries=self._retries)
+            except self._sdk_errors.NotFoundError:
                 return False
             return True
 
@@ -302,6 +333,18 @@ def _as_bytes(data: bytes | memoryview) -> bytes:
     return bytes(data)
 
 
+def _connection_of(api: Any, default: tuple[str, str | None, bool]) -> tuple[str, str | None, bool]:
+    """(host, token, insecure) of an SDK client, so that a fresh one can be made."""
+    from urllib.parse import urlsplit
+
+    root = (getattr(api, "_rootDesc", None) or {}).get("rootUrl") or ""
+    host = urlsplit(root).netloc or default[0]
+    token = getattr(api, "api_token", None) or default[1]
+    http = getattr(api, "_http", None)
+    insecure = getattr(http, "disable_ssl_certificate_validation", default[2])
+    return host, token, bool(insecure)
+
+
 def _reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:300]
@@ -315,7 +358,11 @@ def _translate(what: str, exc: BaseException) -> KeeptarError:
         message = scrub(f"{what}: the API server answered {status}: {detail}")
         if int(status) == 404:
             return NotFoundError(message)
-        if int(status) == 422 and "already" in detail.lower():
+        if int(status) == 422 and (
+            "RecordNotUnique" in detail or "already exists" in detail.lower()
+        ):
+            # The unique (owner_uuid, name) index: the API server answers 422 with
+            # "#<ActiveRecord::RecordNotUnique: PG::UniqueViolation: … already exists.>".
             return ConflictError(message)
         return BackendError(message)
     return BackendError(scrub(f"{what}: {_reason(exc)}"))

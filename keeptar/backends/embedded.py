@@ -170,7 +170,26 @@ class EmbeddedBackend:
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction; inside :meth:`atomic`, a savepoint of it."""
         db = self._db()
+        if db.in_transaction:
+            # Joined to the enclosing transaction: a failure undoes this part only,
+            # and nothing is committed until the outermost one ends.
+            depth = getattr(self._local, "depth", 0) + 1
+            self._local.depth = depth
+            savepoint = f"keeptar_{depth}"
+            db.execute(f"SAVEPOINT {savepoint}")
+            try:
+                yield db
+            except BaseException:
+                db.execute(f"ROLLBACK TO {savepoint}")
+                db.execute(f"RELEASE {savepoint}")
+                raise
+            else:
+                db.execute(f"RELEASE {savepoint}")
+            finally:
+                self._local.depth = depth - 1
+            return
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -183,7 +202,27 @@ class EmbeddedBackend:
                 raise BackendError(f"updating the keeptar catalog: {exc}") from None
             raise
         else:
-            db.execute("COMMIT")
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise BackendError(f"updating the keeptar catalog: {exc}") from None
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One ``BEGIN IMMEDIATE`` transaction that every catalog call inside joins.
+
+        Reads inside it see its own writes; other processes wait (busy timeout)
+        to write, so two registrations never interleave.  An exception rolls back
+        everything done inside it.
+        """
+        with self._transaction():
+            yield
+
+    def reopen(self) -> EmbeddedBackend:
+        """A new handle on the same home, with its own catalog connection."""
+        return EmbeddedBackend(self.home)
 
     def close(self) -> None:
         """Close this thread's catalog connection."""

@@ -63,8 +63,9 @@ def load_command(
         typer.Option(
             "--force",
             "-f",
-            help="Register a new collection even if already stored (uploading again, except "
-            "from a collection or arv-mount path, whose blocks are reused).",
+            help="Register a new collection even if already stored, as arv-keepdocker -f "
+            "(uploading again, except from a collection or arv-mount path, whose blocks "
+            "are reused).",
         ),
     ] = False,
     force_image_format: Annotated[
