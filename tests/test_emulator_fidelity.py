@@ -8,6 +8,7 @@ import hashlib
 import http.client
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -246,12 +247,18 @@ def test_a_loaded_image_has_every_block_on_both_keepstores(cluster: Any) -> None
 
 
 def api_error(request: Any) -> tuple[int, list[str]]:
-    """Execute *request*, expecting an API error: its status and its ``errors``."""
+    """Execute *request*, expecting an API error: its status and its ``errors``.
+
+    The server ends each message with `` (<X-Request-Id>)`` (``send_error``); that
+    suffix is checked and cut off, so messages compare as the models write them.
+    """
     import arvados.errors
 
     with pytest.raises(arvados.errors.ApiError) as caught:
         request.execute(num_retries=0)
-    return caught.value.resp.status, json.loads(caught.value.content)["errors"]
+    errors: list[str] = json.loads(caught.value.content)["errors"]
+    assert all(re.search(r" \(req-[0-9a-z]+\)$", e) for e in errors), errors
+    return caught.value.resp.status, [re.sub(r" \(req-[0-9a-z]+\)$", "", e) for e in errors]
 
 
 def new_collection(api: Any, owner: str | None = None, name: str = "c") -> str:
