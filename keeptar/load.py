@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from keeptar._subprocess import child_environment, child_message
 from keeptar.archive import find_image_file, inspect_source
 from keeptar.backends import Backend, Record
 from keeptar.catalog.images import HASH_LINK, REPO_TAG_LINK, ensure_link, find_image_collections
@@ -481,21 +482,56 @@ def _load_collection_file(
     return _register(target, image, manifest_text=manifest, reused=True)
 
 
-@contextlib.contextmanager
-def _docker_save(image: str) -> Iterator[ByteSource]:
+def _docker_image_id(image: str) -> str:
+    """The ID of the local Docker image *image* (a name or an ID), from ``docker image inspect``."""
     if shutil.which("docker") is None:
         raise UsageError("--from docker needs the docker command and a running Docker daemon")
+    process = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", "--", image],
+        capture_output=True,
+        env=child_environment(),
+        check=False,
+    )
+    if process.returncode != 0:
+        _docker_failed("image inspect", image, process.returncode, process.stderr)
+    ids = process.stdout.decode(errors="replace").split()
+    if len(ids) != 1 or not ids[0].startswith("sha256:"):
+        raise KeeptarError(
+            f"docker image inspect {image} gave no image ID: {child_message(process.stdout)}"
+        )
+    return ids[0]
+
+
+def _is_id_reference(image: str, image_id: str) -> bool:
+    """Whether *image* names the image by (a prefix of) its ID rather than by a name."""
+    bare = image.lower().removeprefix("sha256:")
+    return (
+        len(bare) >= 1
+        and image_id.removeprefix("sha256:").startswith(bare)
+        and all(c in "0123456789abcdef" for c in bare)
+    )
+
+
+@contextlib.contextmanager
+def _docker_save(image_id: str) -> Iterator[ByteSource]:
+    """``docker save`` by image ID, as ``arv-keepdocker`` does: RepoTags is null in the tar.
+
+    The child gets no credentials (:mod:`keeptar._subprocess`).
+    """
     process = subprocess.Popen(
-        ["docker", "save", image], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ["docker", "save", image_id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=child_environment(),
     )
     assert process.stdout is not None and process.stderr is not None
     try:
         try:
-            yield ByteSource(process.stdout, f"docker save {image}")  # type: ignore[arg-type]
+            yield ByteSource(process.stdout, f"docker save {image_id}")  # type: ignore[arg-type]
         except ArchiveError:
-            _check_docker(process, image)
+            _check_docker(process, image_id)
             raise
-        _check_docker(process, image)
+        _check_docker(process, image_id)
     finally:
         if process.poll() is None:
             process.kill()
@@ -507,12 +543,15 @@ def _docker_save(image: str) -> Iterator[ByteSource]:
 def _check_docker(process: subprocess.Popen[bytes], image: str) -> None:
     assert process.stderr is not None
     status = process.wait()
-    if status == 0:
-        return
-    detail = " ".join(process.stderr.read().decode(errors="replace").split())[:300]
+    if status != 0:
+        _docker_failed("save", image, status, process.stderr.read())
+
+
+def _docker_failed(command: str, image: str, status: int, stderr: bytes) -> None:
+    detail = child_message(stderr)
     if "no such image" in detail.lower() or "reference does not exist" in detail.lower():
         raise NotFoundError(f"the local Docker daemon has no image {image!r}")
-    raise KeeptarError(f"docker save {image} failed (exit {status}): {detail}")
+    raise KeeptarError(f"docker {command} {image} failed (exit {status}): {detail}")
 
 
 def load_image(
@@ -567,7 +606,13 @@ def load_image(
                 raise
             kind = SourceKind.FILE  # a mount of another cluster: copy the bytes instead
 
-    opened = _docker_save(value) if kind is SourceKind.DOCKER else open_source(value)
+    if kind is SourceKind.DOCKER:
+        image_id = _docker_image_id(value)
+        if target.tag is None and not _is_id_reference(value, image_id):
+            target.tag = value  # the name comes from the argument, as in arv-keepdocker
+        opened = _docker_save(image_id)
+    else:
+        opened = open_source(value)
     with opened as stream:
         if kind is SourceKind.FILE and _is_plain_file(stream):
             return _load_plain_file(

@@ -616,6 +616,9 @@ class _ApiHandler(_Base):
                 return self.send_json(200, self.discovery())
             if not url.path.startswith("/arvados/v1/"):
                 raise ApiError(404, f"no route for {url.path}")
+            if url.path.rstrip("/") == "/arvados/v1/config" and self.command == "GET":
+                # Public, as the controller's ConfigGet: no token is checked.
+                return self.send_json(200, self.config())
             account = self.emu.accounts.get(self.token() or "")
             if account is None:
                 raise ApiError(401, "Not logged in")

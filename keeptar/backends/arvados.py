@@ -90,6 +90,9 @@ class ArvadosBackend:
         except KeeptarError:
             raise
         except Exception as exc:
+            refused = _token_refused(f"connecting to the Arvados API server at {host}", exc)
+            if refused is not None:
+                raise refused from None
             raise BackendError(
                 scrub(f"cannot reach the Arvados API server at {host}: {_reason(exc)}")
             ) from None
@@ -309,6 +312,9 @@ def _reason(exc: BaseException) -> str:
 
 def _translate(what: str, exc: BaseException) -> KeeptarError:
     """Turn an SDK or transport exception into a keeptar error naming *what* failed."""
+    refused = _token_refused(what, exc)
+    if refused is not None:
+        return refused
     status = getattr(getattr(exc, "resp", None), "status", None)
     if status is not None:
         detail = _api_error_detail(exc)
@@ -319,6 +325,28 @@ def _translate(what: str, exc: BaseException) -> KeeptarError:
             return ConflictError(message)
         return BackendError(message)
     return BackendError(scrub(f"{what}: {_reason(exc)}"))
+
+
+def _token_refused(what: str, exc: BaseException) -> BackendError | None:
+    """The error for an API answer that refuses the token itself, else None.
+
+    That is a 401 (the server's ``Not logged in``: unknown, expired or revoked
+    token), or a 403 whose only reason is ``Forbidden`` (the token's scopes do
+    not allow the request).  A 403 that names a permission ("Permission denied:
+    cannot write to …") is about the object, not the token, and is not one.
+    """
+    status = getattr(getattr(exc, "resp", None), "status", None)
+    if status is None:
+        return None
+    detail = _api_error_detail(exc)
+    if int(status) == 401 or (int(status) == 403 and detail.strip() == "Forbidden"):
+        return BackendError(
+            scrub(
+                f"{what}: the API server refused the token ({status} {detail}); "
+                "check ARVADOS_API_TOKEN"
+            )
+        )
+    return None
 
 
 def _api_error_detail(exc: BaseException) -> str:
