@@ -7,7 +7,6 @@ import json
 import os
 import stat
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -107,3 +106,114 @@ def test_a_refused_token_says_so(emulator: Any, command: list[str]) -> None:
     assert err.count("\n") == 1 and err.startswith("keeptar: error: ")
     assert "the API server refused the token (401 Not logged in)" in err
     assert secret not in err and "cannot reach" not in err
+
+
+# ---- issue 9 §4: the same bytes as arv-keepdocker ------------------------------------------
+
+
+def test_docker_mode_stores_what_arv_keepdocker_stores(emulator: Any, dockerd: str) -> None:
+    env = {**os.environ, **emulator.env(emulator.alice), "DOCKER_HOST": dockerd}
+    subprocess.run(["docker", "load", "-q", "-i", str(APP)], env=env, check=True, timeout=300)
+    repo = f"kt/samebytes{os.urandom(3).hex()}"  # a name no other test registered
+    subprocess.run(["docker", "tag", "kt/app:2.0", f"{repo}:v1"], env=env, check=True)
+    upstream = subprocess.run(
+        ["arv-keepdocker", "--force", "--no-resume", repo, "v1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert upstream.returncode == 0, upstream.stderr
+    uuid = upstream.stdout.strip().splitlines()[-1]
+    theirs = emulator.api(emulator.alice).collections().get(uuid=uuid).execute()
+    ours = keeptar_on(
+        emulator, "load", "--json", "--force", "--from", "docker", f"{repo}:v1", DOCKER_HOST=dockerd
+    )
+    assert ours.returncode == 0, ours.stderr
+    doc = json.loads(ours.stdout)
+    assert doc["portable_data_hash"] == theirs["portable_data_hash"]
+    assert doc["repo_tag"] == f"{repo}:v1"  # the name comes from the argument
+    links = (
+        emulator.api(emulator.alice)
+        .links()
+        .list(filters=[["head_uuid", "=", doc["uuid"]]])
+        .execute()["items"]
+    )
+    assert sorted(link["name"] for link in links) == sorted([doc["image_id"], f"{repo}:v1"])
+    by_id = keeptar_on(
+        emulator,
+        "load",
+        "--json",
+        "--force",
+        "--from",
+        "docker",
+        doc["image_id"][:19],
+        DOCKER_HOST=dockerd,
+    )
+    assert by_id.returncode == 0, by_id.stderr
+    assert json.loads(by_id.stdout)["portable_data_hash"] == theirs["portable_data_hash"]
+    assert json.loads(by_id.stdout)["repo_tag"] is None  # an ID names no repository
+
+
+# ---- §6 a full disk ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A 4 MiB tmpfs of its own, so it can be filled up (needs root, as dockerd does)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs to fill up: {made.stderr.decode().strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill_up(disk: Path) -> None:
+    with open(disk / "filler", "wb") as out:
+        try:
+            while True:
+                out.write(bytes(1 << 16))
+                out.flush()
+        except OSError:
+            pass
+    assert os.statvfs(disk).f_bavail == 0
+
+
+@pytest.mark.parametrize("leftovers", [False, True])
+def test_reading_commands_work_on_a_full_disk(
+    small_disk: Path, monkeypatch: pytest.MonkeyPatch, leftovers: bool
+) -> None:
+    home = small_disk / "home"
+    monkeypatch.setenv("KEEPTAR_HOME", str(home))
+    monkeypatch.setenv("KEEPTAR_BACKEND", "local")
+    loaded = run_keeptar("load", "--json", str(APP))
+    assert loaded.returncode == 0, loaded.stderr
+    uuid = json.loads(loaded.stdout)["uuid"]
+    fill_up(small_disk)
+    if leftovers:  # a reader that failed before left a stub index behind
+        (home / "catalog.sqlite3-shm").write_bytes(b"")
+        (home / "catalog.sqlite3-wal").write_bytes(b"")
+    listed = run_keeptar("images", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [row["collection"] for row in json.loads(listed.stdout)] == [uuid]
+    inspected = run_keeptar("inspect", "--json", uuid)
+    assert inspected.returncode == 0, inspected.stderr
+    assert json.loads(inspected.stdout)["images"][0]["repo_tags"] == ["kt/app:2.0"]
+    assert run_keeptar("info").returncode == 0
+    writing = run_keeptar("load", "--force", str(APP))
+    assert writing.returncode == 5 and writing.stderr.count(b"\n") == 1, writing.stderr
+
+
+def test_reading_a_fresh_home_creates_nothing(tmp_path: Path) -> None:
+    home = tmp_path / "never-made"
+    result = run_keeptar(
+        "images", "--json", env={"KEEPTAR_HOME": str(home), "KEEPTAR_BACKEND": "local"}
+    )
+    assert result.returncode == 0 and result.stdout == b"[]\n", result.stderr
+    assert not home.exists()

@@ -28,6 +28,7 @@ import secrets
 import sqlite3
 import string
 import threading
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
@@ -132,23 +133,32 @@ class EmbeddedBackend:
 
     Args:
         home: data directory (default :func:`default_home`).
+        read_only: for commands that only read (``images``, ``inspect``, ``info``):
+            nothing is created or written, so they work on a full disk
+            (see :meth:`_open_read_only`); writing methods then fail.
     """
 
     kind = "local"
     stores_in_place = True
 
-    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, home: str | os.PathLike[str] | None = None, *, read_only: bool = False
+    ) -> None:
         self.home = Path(home) if home is not None else default_home()
+        self.read_only = read_only
         self._keep = self.home / "keep"
+        self._local = threading.local()
+        self._block_io_lock = threading.Lock()
+        self._block_io_pool: ThreadPoolExecutor | None = None
+        if read_only:
+            self._db()
+            return
         try:
             self._keep.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BackendError(
                 f"cannot create the keeptar home {self.home}: {exc.strerror}"
             ) from None
-        self._local = threading.local()
-        self._block_io_lock = threading.Lock()
-        self._block_io_pool: ThreadPoolExecutor | None = None
         try:
             self._db().executescript(_SCHEMA)
         except sqlite3.Error as exc:
@@ -159,13 +169,62 @@ class EmbeddedBackend:
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.home / "catalog.sqlite3", timeout=60, isolation_level=None)
+            if self.read_only:
+                db = self._open_read_only()
+            else:
+                db = sqlite3.connect(
+                    self.home / "catalog.sqlite3", timeout=60, isolation_level=None
+                )
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")  # a commit is durable when it returns
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")  # a commit is durable when it returns
             db.execute("PRAGMA busy_timeout=60000")
             db.execute("PRAGMA case_sensitive_like=ON")
             self._local.db = db
+        return db
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        """A connection that never writes the catalog (``mode=ro``, ``query_only``).
+
+        A reader of a WAL database still needs the ``-shm`` index file, and creates or
+        grows it; on a full disk that fails ("disk I/O error").  Then, if the ``-wal``
+        file is missing or empty, every commit is in the database file itself, and it
+        is read as immutable (no ``-shm`` at all).  A non-empty ``-wal`` (a load is
+        writing, or one was killed) cannot be read without the index: that is an error
+        naming the cause.  A home with no catalog yet reads as empty.
+        """
+        path = self.home / "catalog.sqlite3"
+        if not path.exists():
+            db = sqlite3.connect(":memory:", isolation_level=None)
+            db.executescript(_SCHEMA)
+            db.execute("PRAGMA query_only=ON")
+            return db
+        uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro"
+        try:
+            db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
+            db.execute("PRAGMA query_only=ON")
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the WAL
+            return db
+        except sqlite3.Error as exc:
+            first_error = exc
+        try:
+            wal_size = os.stat(f"{path}-wal").st_size
+        except FileNotFoundError:
+            wal_size = 0
+        except OSError as exc:
+            raise BackendError(f"reading the keeptar catalog in {self.home}: {exc}") from None
+        if wal_size:
+            raise BackendError(
+                f"reading the keeptar catalog in {self.home}: {first_error} (its write-ahead "
+                f"log holds {wal_size} bytes, which cannot be read without writing its "
+                "index: is the disk full?)"
+            )
+        try:
+            db = sqlite3.connect(f"{uri}&immutable=1", uri=True, isolation_level=None)
+            db.execute("PRAGMA query_only=ON")
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            raise BackendError(f"reading the keeptar catalog in {self.home}: {exc}") from None
         return db
 
     @contextlib.contextmanager
@@ -245,6 +304,8 @@ class EmbeddedBackend:
         return self._keep / md5[:3] / md5
 
     def put_block(self, data: bytes | memoryview) -> str:
+        if self.read_only:
+            raise BackendError(f"the keeptar home {self.home} was opened read-only")
         # Released on the way out, failures included: a view left alive in a traceback
         # would keep the caller's mmap from closing.
         with memoryview(data).cast("B") as view:

@@ -28,7 +28,7 @@ def images_command(
 ) -> None:
     """List images, preferred first (newest image timestamp, then newest link)."""
     with reporting_errors():
-        store = open_backend(backend, quiet=True)
+        store = open_backend(backend, quiet=True, read_only=True)
         repo = tag = None
         if reference is not None:
             ref = parse_image_ref(reference)

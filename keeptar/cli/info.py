@@ -17,7 +17,7 @@ def info_command(
 ) -> None:
     """Show the storage backend, the user, and the image formats the cluster accepts."""
     with reporting_errors():
-        store = open_backend(backend, quiet=True)
+        store = open_backend(backend, quiet=True, read_only=True)
         facts = store.server_facts()
         user = store.current_user()
         doc: dict[str, Any] = {

@@ -50,7 +50,7 @@ def inspect_command(
     """
     with reporting_errors():
         if _is_collection(target):
-            store = open_backend(backend, quiet=True)
+            store = open_backend(backend, quiet=True, read_only=True)
             info, fetched, blocks = inspect_collection(store, target, verify=verify)
             note = f"read {fetched} of {blocks} Keep blocks"
         else:
