@@ -7,6 +7,8 @@ import json
 import os
 import stat
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -217,3 +219,104 @@ def test_reading_a_fresh_home_creates_nothing(tmp_path: Path) -> None:
     )
     assert result.returncode == 0 and result.stdout == b"[]\n", result.stderr
     assert not home.exists()
+
+
+# ---- §6 keeptar gc -------------------------------------------------------------------------
+
+
+def gc(*args: str) -> dict[str, Any]:
+    result = run_keeptar("gc", "--json", *args)
+    assert result.returncode == 0, result.stderr
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+def block_files(home: Path) -> set[str]:
+    return {p.name for p in (home / "keep").glob("???/*") if p.parent.name != "tmp"}
+
+
+def test_gc_deletes_what_a_failed_load_left(local_home: Path, tmp_path: Path) -> None:
+    kept = run_keeptar("load", "--json", str(APP))
+    assert kept.returncode == 0, kept.stderr
+    uuid = json.loads(kept.stdout)["uuid"]
+    stored = block_files(local_home)
+    # A load that fails after a block is stored: the cluster refuses the format.
+    from test_load import big_layer_archive
+
+    big = big_layer_archive(tmp_path / "big.tar", 70)
+    (local_home / "config.json").write_text('{"docker_image_formats": ["v1"]}')
+    with open(big, "rb") as stdin:
+        failed = run_keeptar("load", "-", stdin=stdin)
+    assert failed.returncode == 7, failed.stderr
+    (local_home / "config.json").unlink()
+    orphans = block_files(local_home) - stored
+    assert orphans, "the failed loads left no blocks to collect"
+
+    young = gc()  # the default grace: two weeks
+    assert young["deleted"]["blocks"] == 0 and young["kept_recent"]["blocks"] == len(orphans)
+    assert young["kept_referenced"]["blocks"] == len(stored)
+    dry = gc("--grace", "0", "--dry-run")
+    assert dry["deleted"]["blocks"] == len(orphans) and block_files(local_home) - stored == orphans
+    assert {loc.split("+")[0] for loc in dry["deleted_locators"]} == orphans
+    old = time.time() - 3 * 3600
+    for name in orphans:
+        os.utime(local_home / "keep" / name[:3] / name, (old, old))
+    assert gc("--grace", "4h")["deleted"]["blocks"] == 0
+    done = gc("--grace", "2h")
+    assert done["deleted"]["blocks"] == len(orphans)
+    assert block_files(local_home) == stored
+    verified = run_keeptar("inspect", "--verify", "--json", uuid)
+    assert verified.returncode == 0, verified.stderr
+    text = run_keeptar("gc", "--grace", "0")
+    assert text.stdout.decode().startswith("deleted 0 blocks (0 bytes)\nkept 1 block that")
+
+
+def test_gc_on_arvados_points_at_keep_balance(emulator: Any) -> None:
+    result = keeptar_on(emulator, "gc", "--grace", "0")
+    assert result.returncode == 2
+    assert result.stderr.decode().count("\n") == 1 and b"keep-balance" in result.stderr
+
+
+def test_gc_refuses_a_bad_grace(local_home: Path) -> None:
+    for bad in ("-1", "2 weeks", "1.5h", "x"):
+        result = run_keeptar("gc", "--grace", bad)
+        assert result.returncode == 2 and b"bad duration" in result.stderr, bad
+
+
+def test_gc_never_deletes_a_block_a_running_load_has_not_registered(
+    local_home: Path, tmp_path: Path
+) -> None:
+    """Two real processes: a load with one 64 MiB block stored and the rest of its input
+    still to come, and `keeptar gc --grace 0` started meanwhile."""
+    from test_load import big_layer_archive
+
+    data = big_layer_archive(tmp_path / "big.tar", 100).read_bytes()
+    load = subprocess.Popen(
+        [sys.executable, "-m", "keeptar", "load", "--json", "-"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert load.stdin is not None
+    load.stdin.write(data[: 80 << 20])
+    load.stdin.flush()
+    deadline = time.monotonic() + 60
+    while not block_files(local_home) and time.monotonic() < deadline:
+        time.sleep(0.05)  # until the first block is on disk, unregistered
+    (first,) = block_files(local_home)
+    collector = subprocess.Popen(
+        [sys.executable, "-m", "keeptar", "gc", "--json", "--grace", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    time.sleep(2)
+    assert collector.poll() is None, "gc did not wait for the running load"
+    assert first in block_files(local_home)
+    out, err = load.communicate(data[80 << 20 :], timeout=120)
+    assert load.returncode == 0, err
+    report_out, report_err = collector.communicate(timeout=120)
+    assert collector.returncode == 0, report_err
+    report = json.loads(report_out)
+    assert report["deleted"]["blocks"] == 0 and report["kept_referenced"]["blocks"] == 2
+    verified = run_keeptar("inspect", "--verify", "--json", json.loads(out)["uuid"])
+    assert verified.returncode == 0, verified.stderr

@@ -6,6 +6,8 @@ Layout of ``KEEPTAR_HOME`` (default ``$XDG_DATA_HOME/keeptar``)::
     keep/tmp/               blocks being written (stale ones are removed)
     catalog.sqlite3         collections, links and projects (WAL mode)
     config.json             optional: {"docker_image_formats": ["v2"]}
+    writers.lock            shared-locked by every process that writes blocks or
+                            collections; ``keeptar gc`` locks it exclusively
 
 Several keeptar processes may use one home at once: blocks are written to a
 temporary name and renamed, and catalog changes are SQLite transactions.
@@ -21,6 +23,7 @@ user is an admin whose home project is their own UUID.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -47,10 +50,11 @@ from keeptar.keep.manifest import (
     portable_data_hash,
 )
 
-__all__ = ["LOCAL_PREFIX", "LOCAL_USER_UUID", "EmbeddedBackend", "default_home"]
+__all__ = ["LOCAL_PREFIX", "LOCAL_USER_UUID", "WRITERS_LOCK", "EmbeddedBackend", "default_home"]
 
 LOCAL_PREFIX = "local"
 LOCAL_USER_UUID = f"{LOCAL_PREFIX}-tpzed-keeptarlocalusr"
+WRITERS_LOCK = "writers.lock"
 _ALPHABET = string.ascii_lowercase + string.digits
 _TYPES = {"collections": "4zz18", "links": "o0j2j", "groups": "j7d0g"}
 _COLUMNS = {
@@ -150,6 +154,7 @@ class EmbeddedBackend:
         self._local = threading.local()
         self._block_io_lock = threading.Lock()
         self._block_io_pool: ThreadPoolExecutor | None = None
+        self._writer_lock_fd: int | None = None
         if read_only:
             self._db()
             return
@@ -245,11 +250,35 @@ class EmbeddedBackend:
             db.execute("COMMIT")
 
     def close(self) -> None:
-        """Close this thread's catalog connection."""
+        """Close this thread's catalog connection, and let ``keeptar gc`` run again."""
         db = getattr(self._local, "db", None)
         if db is not None:
             db.close()
             self._local.db = None
+        with self._block_io_lock:
+            if self._writer_lock_fd is not None:
+                os.close(self._writer_lock_fd)  # releases the shared lock
+                self._writer_lock_fd = None
+
+    def hold_writer_lock(self) -> None:
+        """Take the shared writers' lock, once; it is held until :meth:`close` or exit.
+
+        Called before the first block is written and before any collection is
+        created, so blocks that no collection names yet, because their load has
+        not registered them, are never seen by ``keeptar gc``, which takes the
+        lock exclusively (:mod:`keeptar.backends.gc`).
+        """
+        with self._block_io_lock:
+            if self._writer_lock_fd is not None:
+                return
+            try:
+                fd = os.open(self.home / WRITERS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                raise BackendError(
+                    f"cannot use {self.home / WRITERS_LOCK}: {exc.strerror}"
+                ) from None
+            fcntl.flock(fd, fcntl.LOCK_SH)  # waits while a gc runs
+            self._writer_lock_fd = fd
 
     # ---- facts, users, projects ------------------------------------------------------
 
@@ -306,6 +335,7 @@ class EmbeddedBackend:
     def put_block(self, data: bytes | memoryview) -> str:
         if self.read_only:
             raise BackendError(f"the keeptar home {self.home} was opened read-only")
+        self.hold_writer_lock()
         # Released on the way out, failures included: a view left alive in a traceback
         # would keep the caller's mmap from closing.
         with memoryview(data).cast("B") as view:
@@ -410,6 +440,7 @@ class EmbeddedBackend:
             "created_at": now,
             "modified_at": now,
         }
+        self.hold_writer_lock()  # before checking: gc may not delete them from now on
         self._check_blocks(manifest_text)
         for attempt in range(2):
             try:
