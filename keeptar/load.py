@@ -437,6 +437,11 @@ def _load_plain_file(
         status.st_size,
         detach=not backend.stores_in_place,
         progress=progress,
+        # Resuming: blocks an interrupted run stored are not stored again (not with
+        # --force, which rewrites them all, repairing any damaged in place).
+        is_stored=backend.has_block
+        if backend.confirms_stored_blocks and not target.force
+        else None,
     )
     if _identity(os.fstat(source.fd)) != _identity(status):
         raise ArchiveError(f"{source.name} changed while it was being loaded; load it again")

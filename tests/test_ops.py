@@ -320,3 +320,91 @@ def test_gc_never_deletes_a_block_a_running_load_has_not_registered(
     assert report["deleted"]["blocks"] == 0 and report["kept_referenced"]["blocks"] == 2
     verified = run_keeptar("inspect", "--verify", "--json", json.loads(out)["uuid"])
     assert verified.returncode == 0, verified.stderr
+
+
+# ---- issue 9 §10: resuming a file load -----------------------------------------------------
+
+
+def block_identities(home: Path) -> dict[str, tuple[int, int]]:
+    found = {}
+    for path in (home / "keep").glob("???/*"):
+        if path.parent.name != "tmp":
+            info = path.stat()
+            found[path.name] = (info.st_ino, info.st_mtime_ns)
+    return found
+
+
+def test_a_rerun_stores_only_the_blocks_an_interrupted_load_did_not(
+    local_home: Path, tmp_path: Path
+) -> None:
+    from test_load import big_layer_archive
+
+    archive = big_layer_archive(tmp_path / "big.tar", 250)  # 4 blocks
+    blocks = -(-archive.stat().st_size // (64 << 20))
+    load = subprocess.Popen(
+        [sys.executable, "-m", "keeptar", "load", "--no-progress", str(archive)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while not block_identities(local_home) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    load.kill()  # kill -9 mid-upload
+    load.wait()
+    before = block_identities(local_home)
+    assert 1 <= len(before) < blocks or load.returncode != -9, "the load finished first"
+    assert json.loads(run_keeptar("images", "--all", "--json").stdout) == []
+
+    rerun = run_keeptar("load", "--json", str(archive))
+    assert rerun.returncode == 0, rerun.stderr
+    after = block_identities(local_home)
+    assert len(after) == blocks
+    rewritten = [name for name in before if after[name] != before[name]]
+    assert rewritten == [], "blocks the first run stored were stored again"
+    verified = run_keeptar("inspect", "--verify", "--json", json.loads(rerun.stdout)["uuid"])
+    assert verified.returncode == 0, verified.stderr
+
+    forced = run_keeptar("load", "--force", str(archive))  # rewrites all: repairs in place
+    assert forced.returncode == 0, forced.stderr
+    again = block_identities(local_home)
+    assert all(again[name] != after[name] for name in after)
+
+
+def keep_requests(emulator: Any, method: str) -> int:
+    return sum(1 for m, path in emulator.requests if m == method and path == "/keep/")
+
+
+def test_on_arvados_a_rerun_puts_every_block_again(emulator: Any, tmp_path: Path) -> None:
+    """keepstore answers a HEAD only for a signed locator, and only a PUT returns one:
+    with no cache on disk, the re-run PUTs every block (and never sends an unsigned HEAD,
+    which keepstore would refuse)."""
+    from test_load import big_layer_archive
+
+    archive = big_layer_archive(tmp_path / "big-arv.tar", 70)  # 2 blocks
+    puts, heads = keep_requests(emulator, "PUT"), keep_requests(emulator, "HEAD")
+    load = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "keeptar",
+            "load",
+            "--no-progress",
+            "--tag",
+            "kt/resume:1",
+            str(archive),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, **emulator.env(emulator.alice)},
+    )
+    deadline = time.monotonic() + 120
+    while keep_requests(emulator, "PUT") == puts and time.monotonic() < deadline:
+        time.sleep(0.005)
+    load.kill()
+    load.wait()
+    first = keep_requests(emulator, "PUT") - puts
+    rerun = keeptar_on(emulator, "load", "--json", "--tag", "kt/resume:1", str(archive))
+    assert rerun.returncode == 0, rerun.stderr
+    assert first >= 1
+    assert keep_requests(emulator, "PUT") - puts - first == 2  # both blocks, again
+    assert keep_requests(emulator, "HEAD") == heads

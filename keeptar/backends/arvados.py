@@ -52,6 +52,11 @@ class ArvadosBackend:
 
     kind = "arvados"
     stores_in_place = False  # KeepClient.put keeps its own copy of each block
+    # A HEAD needs a signed locator (keepstore's checkLocatorSignature under BlobSigning)
+    # and only a PUT returns one: without a cache of signed locators on disk, which
+    # keeptar does not keep, a block stored by an interrupted load is PUT again.
+    # keepstore then stores no second copy, but the bytes cross the network again.
+    confirms_stored_blocks = False
 
     def __init__(
         self, api: Any = None, *, num_retries: int | None = None, quiet: bool = False
@@ -164,7 +169,7 @@ class ArvadosBackend:
 
     # ---- blocks ----------------------------------------------------------------------
 
-    def put_block(self, data: bytes | memoryview) -> str:
+    def put_block(self, data: bytes | memoryview, *, md5: str | None = None) -> str:
         copies = self.server_facts().default_replication
         locator: str = self._call(
             "storing a block in Keep", lambda: self._keep.put(_as_bytes(data), copies=copies)

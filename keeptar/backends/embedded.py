@@ -144,6 +144,7 @@ class EmbeddedBackend:
 
     kind = "local"
     stores_in_place = True
+    confirms_stored_blocks = True
 
     def __init__(
         self, home: str | os.PathLike[str] | None = None, *, read_only: bool = False
@@ -332,16 +333,16 @@ class EmbeddedBackend:
     def _block_path(self, md5: str) -> Path:
         return self._keep / md5[:3] / md5
 
-    def put_block(self, data: bytes | memoryview) -> str:
+    def put_block(self, data: bytes | memoryview, *, md5: str | None = None) -> str:
         if self.read_only:
             raise BackendError(f"the keeptar home {self.home} was opened read-only")
         self.hold_writer_lock()
         # Released on the way out, failures included: a view left alive in a traceback
         # would keep the caller's mmap from closing.
         with memoryview(data).cast("B") as view:
-            return self._put_view(view)
+            return self._put_view(view, md5)
 
-    def _put_view(self, view: memoryview) -> str:
+    def _put_view(self, view: memoryview, known_md5: str | None = None) -> str:
         size = len(view)
         if size > 1 << 26:
             raise BackendError(f"block of {size} bytes is over the 64 MiB Keep limit")
@@ -350,7 +351,7 @@ class EmbeddedBackend:
         tmp = self._keep / "tmp" / f"{os.getpid()}.{threading.get_ident()}"
         writing = self._block_io().submit(write_new_file, tmp, view)
         try:
-            md5 = hashlib.md5(view).hexdigest()
+            md5 = known_md5 or hashlib.md5(view).hexdigest()
         except BaseException:
             futures.wait([writing])
             with contextlib.suppress(OSError):
