@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -408,3 +409,74 @@ def test_on_arvados_a_rerun_puts_every_block_again(emulator: Any, tmp_path: Path
     assert first >= 1
     assert keep_requests(emulator, "PUT") - puts - first == 2  # both blocks, again
     assert keep_requests(emulator, "HEAD") == heads
+
+
+# ---- issue 9 §10: arv-keepdocker habits ----------------------------------------------------
+
+PROGRESS_LINE = re.compile(r"(\S+) (\d+): (\d+) written (-?\d+) total")
+
+
+@pytest.mark.parametrize("source", ["file", "stdin"])
+def test_batch_progress_lines_in_arv_puts_format(
+    local_home: Path, tmp_path: Path, source: str
+) -> None:
+    from test_load import big_layer_archive
+
+    archive = big_layer_archive(tmp_path / "big.tar", 100)
+    size = archive.stat().st_size
+    with open(archive, "rb") as stdin:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "keeptar",
+                "load",
+                "--batch-progress",
+                str(archive) if source == "file" else "-",
+            ],
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    lines = err.decode().splitlines()
+    assert lines, "no progress lines"
+    parsed = [PROGRESS_LINE.fullmatch(line) for line in lines]
+    assert all(parsed), lines
+    assert {(m[1], int(m[2])) for m in parsed if m} == {("keeptar", process.pid)}
+    written = [int(m[3]) for m in parsed if m]
+    assert written == sorted(written) and written[-1] == size
+    assert {int(m[4]) for m in parsed if m} == {size if source == "file" else -1}
+    assert out.decode().startswith("local-4zz18-")
+
+
+def test_silent_prints_only_the_result(local_home: Path) -> None:
+    result = run_keeptar("load", "--silent", "--progress", str(APP))
+    assert result.returncode == 0 and result.stderr == b""
+    assert result.stdout.decode().startswith("local-4zz18-")
+    both = run_keeptar("load", "--progress", "--batch-progress", str(APP))
+    assert both.returncode == 2 and b"cannot be used together" in both.stderr
+
+
+def test_retries_overrides_keeptar_retries(emulator: Any) -> None:
+    fault = emulator.inject("GET", "/arvados/v1/users/current", status=503, times=2)
+    try:
+        failed = keeptar_on(emulator, "load", "--retries", "0", str(APP), KEEPTAR_RETRIES="5")
+        assert failed.returncode == 5, failed.stderr
+        assert b"503" in failed.stderr
+        fault.times = 2
+        done = keeptar_on(emulator, "load", "--retries", "3", str(APP), KEEPTAR_RETRIES="0")
+        assert done.returncode == 0, done.stderr
+    finally:
+        fault.times = 0
+    assert keeptar_on(emulator, "load", "--retries", "-1", str(APP)).returncode == 2
+
+
+@pytest.mark.parametrize("command", ["load", "images", "inspect", "info", "gc"])
+def test_every_command_takes_version(command: str) -> None:
+    from keeptar import __version__
+
+    result = run_keeptar(command, "--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode() == f"keeptar {__version__}\n"

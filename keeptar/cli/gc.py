@@ -7,7 +7,14 @@ from typing import Annotated
 import typer
 
 from keeptar.backends import open_backend
-from keeptar.cli._app import BackendOption, JsonOption, app, emit_json, reporting_errors
+from keeptar.cli._app import (
+    BackendOption,
+    JsonOption,
+    VersionOption,
+    app,
+    emit_json,
+    reporting_errors,
+)
 from keeptar.errors import UsageError
 
 
@@ -26,6 +33,7 @@ def gc_command(
     ] = False,
     backend: BackendOption = None,
     as_json: JsonOption = False,
+    version: VersionOption = False,
 ) -> None:
     """Delete blocks that no collection references, as keep-balance does on a cluster.
 

@@ -9,7 +9,14 @@ import typer
 from keeptar.backends import open_backend
 from keeptar.catalog.images import list_images
 from keeptar.catalog.references import parse_image_ref
-from keeptar.cli._app import BackendOption, JsonOption, app, emit_json, reporting_errors
+from keeptar.cli._app import (
+    BackendOption,
+    JsonOption,
+    VersionOption,
+    app,
+    emit_json,
+    reporting_errors,
+)
 
 
 @app.command("images")
@@ -25,6 +32,7 @@ def images_command(
     ] = None,
     backend: BackendOption = None,
     as_json: JsonOption = False,
+    version: VersionOption = False,
 ) -> None:
     """List images, preferred first (newest image timestamp, then newest link)."""
     with reporting_errors():

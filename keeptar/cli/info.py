@@ -7,13 +7,21 @@ from typing import Any
 import typer
 
 from keeptar.backends import open_backend
-from keeptar.cli._app import BackendOption, JsonOption, app, emit_json, reporting_errors
+from keeptar.cli._app import (
+    BackendOption,
+    JsonOption,
+    VersionOption,
+    app,
+    emit_json,
+    reporting_errors,
+)
 
 
 @app.command("info")
 def info_command(
     backend: BackendOption = None,
     as_json: JsonOption = False,
+    version: VersionOption = False,
 ) -> None:
     """Show the storage backend, the user, and the image formats the cluster accepts."""
     with reporting_errors():

@@ -13,6 +13,7 @@ from keeptar.cli._app import (
     BackendOption,
     JsonOption,
     ProgressOption,
+    VersionOption,
     app,
     emit_json,
     progress_reporter,
@@ -32,6 +33,7 @@ def inspect_command(
         ),
     ] = "-",
     as_json: JsonOption = False,
+    version: VersionOption = False,
     verify: Annotated[
         bool,
         typer.Option(
