@@ -72,6 +72,7 @@ class Fault:
     times: int = 1
     delay: float = 0.0
     drop: bool = False
+    message: str | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method in ("*", method)) and path.startswith(self.path)
@@ -258,14 +259,16 @@ class Emulator:
         times: int = 1,
         delay: float = 0.0,
         drop: bool = False,
+        message: str | None = None,
     ) -> Fault:
         """Make the next *times* requests matching *method* and *path* prefix misbehave.
 
         Paths are ``/arvados/v1/<resource>…`` for the API and ``/keep/`` for every
         keepstore request.  *status* answers with that HTTP error, *drop* closes
-        the connection without an answer, *delay* sleeps first.
+        the connection without an answer, *delay* sleeps first.  *message* is the
+        error the answer gives (as the server words it, e.g. ``Forbidden``).
         """
-        fault = Fault(method.upper(), path, status, times, delay, drop)
+        fault = Fault(method.upper(), path, status, times, delay, drop, message)
         with self.lock:
             self.faults.append(fault)
         return fault
@@ -521,7 +524,8 @@ class _Base(BaseHTTPRequestHandler):
             return True
         if fault.status is not None:
             self.body()
-            self.send_json(fault.status, {"errors": [f"injected fault {fault.status}"]})
+            message = fault.message or f"injected fault {fault.status}"
+            self.send_json(fault.status, {"errors": [message]})
             return True
         return False
 

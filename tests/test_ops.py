@@ -111,6 +111,31 @@ def test_a_refused_token_says_so(emulator: Any, command: list[str]) -> None:
     assert secret not in err and "cannot reach" not in err
 
 
+def test_a_403_says_the_token_was_refused_only_when_the_token_is_the_reason(
+    emulator: Any,
+) -> None:
+    # Rails answers a bare "Forbidden" when the token's scopes (or its user's rights)
+    # do not allow a request; "Permission denied: …" is about the object instead.
+    fault = emulator.inject(
+        "GET", "/arvados/v1/users/current", status=403, message="Forbidden", times=1
+    )
+    try:
+        scoped = keeptar_on(emulator, "info", KEEPTAR_RETRIES="0")
+    finally:
+        fault.times = 0
+    assert scoped.returncode == 5
+    assert b"refused the token for this request (403 Forbidden)" in scoped.stderr
+    fault = emulator.inject(
+        "GET", "/arvados/v1/users/current", status=403, message="Permission denied", times=1
+    )
+    try:
+        denied = keeptar_on(emulator, "info", KEEPTAR_RETRIES="0")
+    finally:
+        fault.times = 0
+    assert denied.returncode == 5 and b"Permission denied" in denied.stderr
+    assert b"token" not in denied.stderr
+
+
 # ---- issue 9 §4: the same bytes as arv-keepdocker ------------------------------------------
 
 
@@ -353,7 +378,7 @@ def test_a_rerun_stores_only_the_blocks_an_interrupted_load_did_not(
     load.kill()  # kill -9 mid-upload
     load.wait()
     before = block_identities(local_home)
-    assert 1 <= len(before) < blocks or load.returncode != -9, "the load finished first"
+    assert before, "no block was stored before the kill"
     assert json.loads(run_keeptar("images", "--all", "--json").stdout) == []
 
     rerun = run_keeptar("load", "--json", str(archive))

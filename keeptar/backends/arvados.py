@@ -344,11 +344,18 @@ def _token_refused(what: str, exc: BaseException) -> BackendError | None:
     if status is None:
         return None
     detail = _api_error_detail(exc)
-    if int(status) == 401 or (int(status) == 403 and detail.strip() == "Forbidden"):
+    if int(status) == 401:
         return BackendError(
             scrub(
-                f"{what}: the API server refused the token ({status} {detail}); "
-                "check ARVADOS_API_TOKEN"
+                f"{what}: the API server refused the token ({status} {detail}): it is "
+                "unknown, expired or revoked; check ARVADOS_API_TOKEN"
+            )
+        )
+    if int(status) == 403 and detail.strip() == "Forbidden":
+        return BackendError(
+            scrub(
+                f"{what}: the API server refused the token for this request ({status} "
+                f"{detail}): its scopes, or its user's rights, do not allow it"
             )
         )
     return None
