@@ -278,7 +278,10 @@ def test_gc_deletes_what_a_failed_load_left(local_home: Path, tmp_path: Path) ->
     orphans = block_files(local_home) - stored
     assert orphans, "the failed loads left no blocks to collect"
 
+    dead = local_home / "keep" / "tmp" / "4194303.1"  # a half-written block of no process
+    dead.write_bytes(b"half a block")
     young = gc()  # the default grace: two weeks
+    assert young["stale_temporary_files"] == 1 and not dead.exists()
     assert young["deleted"]["blocks"] == 0 and young["kept_recent"]["blocks"] == len(orphans)
     assert young["kept_referenced"]["blocks"] == len(stored)
     dry = gc("--grace", "0", "--dry-run")
