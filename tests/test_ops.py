@@ -508,3 +508,21 @@ def test_every_command_takes_version(command: str) -> None:
     result = run_keeptar(command, "--version")
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode() == f"keeptar {__version__}\n"
+
+
+def test_gc_waits_for_a_writer_that_only_looked_for_a_block(local_home: Path) -> None:
+    """A resumed load that found a block stored relies on it from that moment on."""
+    from keeptar.backends.embedded import EmbeddedBackend
+
+    earlier = EmbeddedBackend(local_home)
+    locator = earlier.put_block(b"left by an interrupted load")
+    earlier.close()
+    looking = EmbeddedBackend(local_home)
+    assert looking.has_block(locator)
+    blocked = run_keeptar("gc", "--grace", "0", "--wait", "1")
+    assert blocked.returncode == 7, blocked.stderr
+    assert b"another keeptar process is writing" in blocked.stderr
+    assert looking.has_block(locator)
+    looking.close()
+    assert gc("--grace", "0")["deleted_locators"] == [locator]
+    assert not EmbeddedBackend(local_home, read_only=True).has_block(locator)

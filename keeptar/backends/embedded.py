@@ -32,6 +32,7 @@ import sqlite3
 import string
 import threading
 import urllib.parse
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
@@ -155,7 +156,7 @@ class EmbeddedBackend:
         self._local = threading.local()
         self._block_io_lock = threading.Lock()
         self._block_io_pool: ThreadPoolExecutor | None = None
-        self._writer_lock_fd: int | None = None
+        self._writer_lock: weakref.finalize[[int], EmbeddedBackend] | None = None
         if read_only:
             self._db()
             return
@@ -257,20 +258,21 @@ class EmbeddedBackend:
             db.close()
             self._local.db = None
         with self._block_io_lock:
-            if self._writer_lock_fd is not None:
-                os.close(self._writer_lock_fd)  # releases the shared lock
-                self._writer_lock_fd = None
+            if self._writer_lock is not None:
+                self._writer_lock()  # closes the file, which releases the shared lock
+                self._writer_lock = None
 
     def hold_writer_lock(self) -> None:
-        """Take the shared writers' lock, once; it is held until :meth:`close` or exit.
+        """Take the shared writers' lock, once; it is held until :meth:`close` (or until
+        this object is collected, or the process ends).
 
-        Called before the first block is written and before any collection is
-        created, so blocks that no collection names yet, because their load has
-        not registered them, are never seen by ``keeptar gc``, which takes the
-        lock exclusively (:mod:`keeptar.backends.gc`).
+        Called before the first block is written or looked for, and before any
+        collection is created, so blocks that no collection names yet, because their
+        load has not registered them, are never seen by ``keeptar gc``, which takes
+        the lock exclusively (:mod:`keeptar.backends.gc`).
         """
         with self._block_io_lock:
-            if self._writer_lock_fd is not None:
+            if self._writer_lock is not None:
                 return
             try:
                 fd = os.open(self.home / WRITERS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
@@ -278,8 +280,12 @@ class EmbeddedBackend:
                 raise BackendError(
                     f"cannot use {self.home / WRITERS_LOCK}: {exc.strerror}"
                 ) from None
-            fcntl.flock(fd, fcntl.LOCK_SH)  # waits while a gc runs
-            self._writer_lock_fd = fd
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)  # waits while a gc runs
+            except BaseException:
+                os.close(fd)
+                raise
+            self._writer_lock = weakref.finalize(self, os.close, fd)
 
     # ---- facts, users, projects ------------------------------------------------------
 
@@ -399,6 +405,10 @@ class EmbeddedBackend:
 
     def has_block(self, locator: str) -> bool:
         parsed = Locator.parse(locator)
+        if not self.read_only:
+            # A writer may rely on the answer (a resumed load skips the block): from now
+            # on gc must not delete it.
+            self.hold_writer_lock()
         try:
             return self._block_path(parsed.md5).stat().st_size == parsed.size
         except FileNotFoundError:

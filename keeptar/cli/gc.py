@@ -31,6 +31,14 @@ def gc_command(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", "-n", help="Only count what would be deleted.")
     ] = False,
+    wait: Annotated[
+        float,
+        typer.Option(
+            "--wait",
+            min=0,
+            help="Seconds to wait for running loads to finish before giving up (exit 7).",
+        ),
+    ] = 60.0,
     backend: BackendOption = None,
     as_json: JsonOption = False,
     version: VersionOption = False,
@@ -54,7 +62,7 @@ def gc_command(
         from keeptar.backends.embedded import EmbeddedBackend
 
         assert isinstance(store, EmbeddedBackend)
-        report = collect_garbage(store, grace_seconds=grace_seconds, dry_run=dry_run)
+        report = collect_garbage(store, grace_seconds=grace_seconds, dry_run=dry_run, wait=wait)
     if as_json:
         emit_json(report.to_json())
         return
