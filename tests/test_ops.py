@@ -3,6 +3,7 @@ garbage collection of the embedded store, docker-mode PDHs, and arv-keepdocker h
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -526,3 +527,31 @@ def test_gc_waits_for_a_writer_that_only_looked_for_a_block(local_home: Path) ->
     looking.close()
     assert gc("--grace", "0")["deleted_locators"] == [locator]
     assert not EmbeddedBackend(local_home, read_only=True).has_block(locator)
+
+
+def test_a_fresh_file_stops_asking_after_a_few_missing_blocks(
+    local_home: Path, tmp_path: Path
+) -> None:
+    """Asking first costs the embedded store its overlap of hashing and writing, so a
+    load whose first blocks are all missing is taken for a fresh one."""
+    from keeptar.backends.embedded import EmbeddedBackend
+    from keeptar.keep.blocks import FRESH_AFTER_MISSES, store_file
+
+    path = tmp_path / "five-blocks"
+    path.write_bytes(hashlib.shake_256(b"fresh").digest((4 << 26) + 1000))  # 5 blocks
+    store = EmbeddedBackend(local_home)
+    asked: list[str] = []
+
+    def has_block(locator: str) -> bool:
+        asked.append(locator)
+        return store.has_block(locator)
+
+    with open(path, "rb") as f:
+        first = store_file(store.put_block, f.fileno(), path.stat().st_size, is_stored=has_block)
+    assert len(first.locators) == 5
+    assert FRESH_AFTER_MISSES <= len(asked) <= FRESH_AFTER_MISSES + 1  # (two workers)
+    asked.clear()
+    with open(path, "rb") as f:
+        again = store_file(store.put_block, f.fileno(), path.stat().st_size, is_stored=has_block)
+    assert again == first and len(asked) == 5  # every block found: asked about each
+    store.close()

@@ -60,7 +60,11 @@ class BlockWriter:
             ``is_stored("md5+size")`` (a backend's ``has_block``) is False; the others
             keep their unsigned locator.  Only for stores whose ``has_block`` can vouch
             for blocks it did not store in this process (``confirms_stored_blocks``).
-            ``put_block`` then gets the md5 (``md5=``) when it takes one.
+            ``put_block`` then gets the md5 (``md5=``) when it takes one.  Hashing
+            before storing costs the store its overlap of hashing and writing, so
+            after ``FRESH_AFTER_MISSES`` missing blocks in a row the stream is taken
+            for a fresh one and the rest is stored without asking (an interrupted
+            load stored its blocks in order, two at a time).
 
     ``skipped_blocks`` counts the blocks *is_stored* found.
 
@@ -81,6 +85,7 @@ class BlockWriter:
         self._put = put_block
         self._is_stored = is_stored
         self._put_takes_md5 = is_stored is not None and _takes_md5(put_block)
+        self._misses_in_a_row = 0
         self.skipped_blocks = 0
         self._detach = detach
         self._block_size = block_size
@@ -207,14 +212,17 @@ class BlockWriter:
         return locator
 
     def _put_unless_stored(self, view: memoryview) -> str:
-        if self._is_stored is None:
+        if self._is_stored is None or self._misses_in_a_row >= FRESH_AFTER_MISSES:
             return self._put(view)
         md5 = hashlib.md5(view).hexdigest()
         locator = f"{md5}+{len(view)}"
         if self._is_stored(locator):
             with self._lock:
                 self.skipped_blocks += 1
+                self._misses_in_a_row = 0
             return locator
+        with self._lock:
+            self._misses_in_a_row += 1
         if self._put_takes_md5:
             return self._put(view, md5=md5)  # type: ignore[call-arg]
         return self._put(view)
@@ -422,6 +430,9 @@ def store_file(
 
 DETACHED_IN_FLIGHT = 3
 """Blocks uploaded at once from a file to a store that copies them (3 x 64 MiB)."""
+
+FRESH_AFTER_MISSES = 2
+"""Missing blocks in a row after which a resuming writer stops asking (see BlockWriter)."""
 
 
 def _takes_md5(put_block: Callable[..., str]) -> bool:
