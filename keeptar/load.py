@@ -30,10 +30,25 @@ from pathlib import Path
 from typing import Any
 
 from keeptar._subprocess import child_environment, child_message
-from keeptar.archive import find_image_file, inspect_source
+from keeptar.archive import find_image_file
 from keeptar.backends import Backend, Record
 from keeptar.catalog.images import HASH_LINK, REPO_TAG_LINK, ensure_link, find_image_collections
-from keeptar.catalog.references import familiar_name, parse_image_ref
+from keeptar.catalog.loadable import (
+    is_loadable,
+    plan_rewrite,
+    rewrite_manifest,
+    scan_archive,
+    unloadable_warning,
+)
+from keeptar.catalog.references import (
+    abbreviate,
+    collection_name_problem,
+    link_name_problem,
+    parse_image_ref,
+    reference_problem,
+    same_repository_names,
+    split_image_ref,
+)
 from keeptar.errors import (
     ArchiveError,
     ConflictError,
@@ -42,6 +57,7 @@ from keeptar.errors import (
     UsageError,
 )
 from keeptar.formats import ArchiveScanner, ImageInfo, read_images
+from keeptar.formats.loadable import Rewrite
 from keeptar.keep.blocks import BlockWriter, KeepFileReader, StoredStream, store_file
 from keeptar.keep.manifest import (
     is_collection_ref,
@@ -50,6 +66,7 @@ from keeptar.keep.manifest import (
     parse_manifest,
     single_file_manifest,
 )
+from keeptar.keep.segments import stream_segments
 from keeptar.streaming.decompress import MAGIC_LENGTH, Compression, detect_compression
 from keeptar.streaming.sources import ByteSource, open_source, run_tar_stream
 
@@ -201,11 +218,9 @@ def _choose_image(images: Sequence[ImageInfo], wanted: str | None) -> ImageInfo:
     by_id = [i for i in images if bare and i.id.removeprefix("sha256:").startswith(bare)]
     if len(by_id) == 1:
         return by_id[0]
-    try:
-        ref = str(parse_image_ref(wanted))
-    except UsageError:
-        ref = wanted
-    by_tag = [i for i in images if ref in _repo_tags(i, None)]
+    ref = split_image_ref(wanted)
+    spellings = {f"{name}:{ref.tag}" for name in same_repository_names(ref.repo)}
+    by_tag = [i for i in images if spellings & set(i.repo_tags)]
     if len(by_tag) == 1:
         return by_tag[0]
     ids = ", ".join(i.id for i in images)
@@ -230,18 +245,41 @@ def _check_format(backend: Backend, image: ImageInfo, force: bool) -> None:
     )
 
 
-def _repo_tags(image: ImageInfo, tag: str | None) -> list[str]:
+def _repo_tags(image: ImageInfo, tag: str | None, skipped: list[str] | None = None) -> list[str]:
+    """The names to register, never rewritten: ``--tag`` as typed, or the archive's RepoTags.
+
+    RepoTags that Docker's grammar or the API server refuses are left out, each
+    with a reason appended to *skipped*.
+    """
     if tag is not None:
         return [str(parse_image_ref(tag))]
     tags: list[str] = []
     for raw in image.repo_tags:
-        try:
-            ref = str(parse_image_ref(familiar_name(raw)))
-        except UsageError:
-            continue  # names Docker itself would refuse (upper case…) are not registered
-        if ref not in tags:
-            tags.append(ref)
+        problem = reference_problem(raw) or link_name_problem(raw)
+        if problem is not None:
+            if skipped is not None:
+                skipped.append(f"archive tag {abbreviate(raw)} is not registered: {problem}")
+        elif raw not in tags:
+            tags.append(raw)
     return tags
+
+
+def _check_names(target: _Target, image: ImageInfo) -> None:
+    """Before anything is stored: warn about skipped RepoTags, refuse a name the server would.
+
+    Raises:
+        UsageError: the collection name (given, or made from a long tag) is refused.
+    """
+    skipped: list[str] = []
+    tags = _repo_tags(image, target.tag, skipped)
+    if target.warn is not None:
+        for message in skipped:
+            target.warn(message)
+    name = target.name or collection_name(image.id, tags[0] if tags else None)
+    problem = collection_name_problem(name)
+    if problem is not None:
+        hint = "" if target.name else " (made from the tag; give a shorter one with --name)"
+        raise UsageError(f"{problem}{hint}")
 
 
 def collection_name(image_id: str, repo_tag: str | None) -> str:
@@ -261,6 +299,7 @@ class _Target:
     tag: str | None
     name: str | None
     force: bool
+    warn: Callable[[str], None] | None = None
 
 
 def _resolve_owner(backend: Backend, project_uuid: str | None) -> str:
@@ -284,12 +323,18 @@ def _reuse_existing(target: _Target, image: ImageInfo) -> LoadResult | None:
         select=["uuid", "owner_uuid", "name", "manifest_text", "portable_data_hash"],
     )
     owned = [c for c in candidates if c["owner_uuid"] == target.owner_uuid]
+    unloadable: list[str] = []
     for candidate in owned + [c for c in candidates if c not in owned]:
         if not _blocks_stored(target.backend, candidate["manifest_text"]):
             continue  # damaged: upload again, which restores its blocks too
+        if not is_loadable(target.backend, candidate["manifest_text"], image):
+            unloadable.append(candidate["uuid"])
+            continue
         if candidate in owned:
             return _register(target, image, existing=candidate, reused=True)
         return _register(target, image, manifest_text=candidate["manifest_text"], reused=True)
+    if unloadable and target.warn is not None:
+        target.warn(unloadable_warning(image.id, unloadable))
     return None
 
 
@@ -389,22 +434,30 @@ def _load_stream(
         _, images = read_images(scanner.scan)
         image = _choose_image(images, image_ref)
         _check_format(backend, image, force_image_format)
+        _check_names(target, image)
+        rewrite = plan_rewrite(scanner.scan, images, image, _repo_tags(image, target.tag))
         stored = writer.finish()
-    return _register_stored(target, image, stored)
+    return _register_stored(target, image, stored, rewrite)
 
 
-def _register_stored(target: _Target, image: ImageInfo, stored: StoredStream) -> LoadResult:
+def _register_stored(
+    target: _Target, image: ImageInfo, stored: StoredStream, rewrite: Rewrite | None = None
+) -> LoadResult:
     """Register freshly stored bytes as *image*.
 
     Unless ``--force``, look for the image once more first: another load may have
     registered it while these bytes were uploading, and the stored blocks are the
     same either way (content-addressed), so reuse beats a duplicate collection.
+    With *rewrite*, the file stored is the loadable single-image form of those bytes.
     """
     if not target.force:
         found = _reuse_existing(target, image)
         if found is not None:
             return found
     manifest = single_file_manifest(image.file_name, stored.locators, stored.size)
+    if rewrite is not None:
+        segments = stream_segments(stored.locators)
+        manifest = rewrite_manifest(target.backend, segments, rewrite, image.file_name)
     return _register(target, image, manifest_text=manifest)
 
 
@@ -425,8 +478,11 @@ def _load_plain_file(
     backend = target.backend
     assert source.fd is not None
     status = os.fstat(source.fd)
-    image = _choose_image(inspect_source(source).images, image_ref)
+    scan, images = scan_archive(source)
+    image = _choose_image(images, image_ref)
     _check_format(backend, image, force_image_format)
+    _check_names(target, image)
+    rewrite = plan_rewrite(scan, images, image, _repo_tags(image, target.tag))
     if not target.force:
         found = _reuse_existing(target, image)
         if found is not None:
@@ -445,7 +501,7 @@ def _load_plain_file(
     )
     if _identity(os.fstat(source.fd)) != _identity(status):
         raise ArchiveError(f"{source.name} changed while it was being loaded; load it again")
-    return _register_stored(target, image, stored)
+    return _register_stored(target, image, stored, rewrite)
 
 
 def _load_collection_file(
@@ -467,16 +523,22 @@ def _load_collection_file(
             "so load it from a file or stdin to store it decompressed"
         )
     reader.seek(0)
-    info = inspect_source(ByteSource(reader, reader.name))  # type: ignore[arg-type]
-    image = _choose_image(info.images, image_ref)
+    scan, images = scan_archive(ByteSource(reader, reader.name))  # type: ignore[arg-type]
+    image = _choose_image(images, image_ref)
     _check_format(backend, image, force_image_format)
+    _check_names(target, image)
+    rewrite = plan_rewrite(scan, images, image, _repo_tags(image, target.tag))
     if not target.force:
         found = _reuse_existing(target, image)
         if found is not None:
             return found
+    if rewrite is not None:
+        manifest = rewrite_manifest(backend, item.segments, rewrite, image.file_name)
+        return _register(target, image, manifest_text=manifest, reused=True)
     files = parse_manifest(record["manifest_text"])
-    if (
-        record.get("owner_uuid") == target.owner_uuid
+    if (  # --force: a new collection from the same blocks, never the source itself
+        not target.force
+        and record.get("owner_uuid") == target.owner_uuid
         and len(files) == 1
         and files[0].path == image.file_name
         and "uuid" in record
@@ -571,6 +633,7 @@ def load_image(
     force: bool = False,
     force_image_format: bool = False,
     progress: Callable[[int], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> LoadResult:
     """Load an image into *backend* and register it; see the module docstring.
 
@@ -582,17 +645,39 @@ def load_image(
         tag: ``repo[:tag]`` to register instead of the archive's own tags.
         image: which image to load from a multi-image archive (ID prefix or repo:tag).
         name: collection name (default ``Docker image REPO:TAG HASH12``).
-        force: upload and create a new collection even if the image is stored already.
+        force: create a new collection even if the image is stored already (uploading
+            again, except from a collection or arv-mount source: its blocks are reused).
         force_image_format: store an image the cluster's dockerImageFormats refuses.
         progress: called with bytes of input read so far.
+        warn: called with a one-line message when the load does something the
+            user should know of: an archive RepoTag that is not registered (Docker
+            or the API server would refuse it), or an existing collection that is
+            not reused because a compute node could not load it; each message once.
 
     Raises:
         KeeptarError: see :mod:`keeptar.errors`; nothing is left registered.
+        UsageError: also for a ``--tag`` or ``--name`` that Docker or the API
+            server would refuse, before anything is read or stored.
     """
     kind, value = detect_source(source, source_kind)
+    docker_id = None
+    if kind is SourceKind.DOCKER:
+        docker_id = _docker_image_id(value)
+        if tag is None and not _is_id_reference(value, docker_id):
+            tag = value  # the name comes from the argument, as in arv-keepdocker
     if tag is not None:
-        parse_image_ref(tag)
-    target = _Target(backend, _resolve_owner(backend, project_uuid), tag, name, force)
+        typed = str(parse_image_ref(tag))
+        problem = link_name_problem(typed)
+        if problem is None and not name:  # the default name's length does not hang on the ID
+            problem = collection_name_problem(collection_name("0" * 12, typed))
+            problem = problem and f"{problem} (the default name holds the tag; give --name)"
+        if problem is not None:
+            raise UsageError(f"--tag {abbreviate(typed)}: {problem}")
+    if name:
+        problem = collection_name_problem(name)
+        if problem is not None:
+            raise UsageError(f"--name: {problem}")
+    target = _Target(backend, _resolve_owner(backend, project_uuid), tag, name, force, _once(warn))
 
     if kind in (SourceKind.COLLECTION, SourceKind.ARV_MOUNT):
         ref = (
@@ -611,13 +696,7 @@ def load_image(
                 raise
             kind = SourceKind.FILE  # a mount of another cluster: copy the bytes instead
 
-    if kind is SourceKind.DOCKER:
-        image_id = _docker_image_id(value)
-        if target.tag is None and not _is_id_reference(value, image_id):
-            target.tag = value  # the name comes from the argument, as in arv-keepdocker
-        opened = _docker_save(image_id)
-    else:
-        opened = open_source(value)
+    opened = open_source(value) if docker_id is None else _docker_save(docker_id)
     with opened as stream:
         if kind is SourceKind.FILE and _is_plain_file(stream):
             return _load_plain_file(
@@ -634,6 +713,20 @@ def load_image(
             force_image_format=force_image_format,
             progress=progress,
         )
+
+
+def _once(warn: Callable[[str], None] | None) -> Callable[[str], None] | None:
+    """*warn*, passing on each distinct message only once."""
+    if warn is None:
+        return None
+    seen: set[str] = set()
+
+    def once(message: str) -> None:
+        if message not in seen:
+            seen.add(message)
+            warn(message)
+
+    return once
 
 
 def _identity(info: os.stat_result) -> tuple[int, int, int, int]:

@@ -466,8 +466,9 @@ def test_collection_by_pdh_from_arv_put(emulator: Any) -> None:
 
 
 def test_arv_mount_path_reuses_blocks(emulator: Any, tmp_path: Path) -> None:
-    """arv-mount needs FUSE, so its layout is built as a plain directory tree: a collection
-    directory with the `.arvados#collection` record arv-mount serves, holding the file."""
+    """arv-mount's layout as a plain directory tree, for machines without FUSE (the real
+    arv-mount is in test_arv_mount.py): a collection directory with the
+    `.arvados#collection` record arv-mount serves, holding the file."""
     from keeptar.backends.arvados import ArvadosBackend
 
     with emulator.environment(emulator.alice):

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from keeptar.backends import Backend, Record
+from keeptar.catalog.references import same_repository_names
 
 __all__ = [
     "HASH_LINK",
@@ -107,7 +108,8 @@ def list_images(
 
     Args:
         backend: where to look.
-        repo: only this repository (with *tag*, only ``repo:tag``).
+        repo: only this repository (with *tag*, only ``repo:tag``), under any
+            spelling Docker treats as the same (``x``, ``docker.io/library/x``…).
         tag: with *repo*, the tag (``latest`` if None).
         project_uuid: only links owned by this project.
         include_untagged: also list collections with a hash link but no name.
@@ -115,7 +117,8 @@ def list_images(
     scope: list[list[Any]] = [["owner_uuid", "=", project_uuid]] if project_uuid else []
     name_filters: list[list[Any]] = []
     if repo is not None:
-        name_filters = [["name", "=", f"{repo}:{tag or 'latest'}"]]
+        spellings = [f"{name}:{tag or 'latest'}" for name in same_repository_names(repo)]
+        name_filters = [["name", "in", spellings]]
     names = sort_links(
         backend.list_links([["link_class", "=", REPO_TAG_LINK], *name_filters, *scope])
     )

@@ -8,7 +8,7 @@ import typer
 
 from keeptar.backends import open_backend
 from keeptar.catalog.images import list_images
-from keeptar.catalog.references import parse_image_ref
+from keeptar.catalog.references import split_image_ref
 from keeptar.cli._app import (
     BackendOption,
     JsonOption,
@@ -22,7 +22,11 @@ from keeptar.cli._app import (
 @app.command("images")
 def images_command(
     reference: Annotated[
-        str | None, typer.Argument(help="Only this REPO[:TAG].", show_default=False)
+        str | None,
+        typer.Argument(
+            help="Only this REPO[:TAG] (TAG defaults to latest; docker.io/library/x matches x).",
+            show_default=False,
+        ),
     ] = None,
     show_all: Annotated[
         bool, typer.Option("--all", "-a", help="Also list images that have no name.")
@@ -39,7 +43,7 @@ def images_command(
         store = open_backend(backend, quiet=True, read_only=True)
         repo = tag = None
         if reference is not None:
-            ref = parse_image_ref(reference)
+            ref = split_image_ref(reference)
             repo, tag = ref.repo, ref.tag
         rows = list_images(
             store, repo=repo, tag=tag, project_uuid=project_uuid, include_untagged=show_all

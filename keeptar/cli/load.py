@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Annotated
 
 import typer
@@ -43,11 +44,18 @@ def load_command(
     ] = None,
     tag: Annotated[
         str | None,
-        typer.Option("--tag", help="REPO[:TAG] to register [default: the archive's tags]."),
+        typer.Option(
+            "--tag",
+            help="REPO[:TAG] to register, exactly as typed (TAG defaults to latest) "
+            "[default: the archive's tags, as written].",
+        ),
     ] = None,
     image: Annotated[
         str | None,
-        typer.Option("--image", help="Image to load from a multi-image archive (ID or REPO:TAG)."),
+        typer.Option(
+            "--image",
+            help="Image to load from a multi-image archive (ID or REPO:TAG); only it is stored.",
+        ),
     ] = None,
     name: Annotated[
         str | None,
@@ -55,7 +63,12 @@ def load_command(
     ] = None,
     force: Annotated[
         bool,
-        typer.Option("--force", "-f", help="Upload and register again even if already stored."),
+        typer.Option(
+            "--force",
+            "-f",
+            help="Register a new collection even if already stored (uploading again, except "
+            "from a collection or arv-mount path, whose blocks are reused).",
+        ),
     ] = False,
     force_image_format: Annotated[
         bool,
@@ -77,7 +90,7 @@ def load_command(
     ] = False,
     silent: Annotated[
         bool,
-        typer.Option("--silent", help="Nothing on stderr but errors (no progress)."),
+        typer.Option("--silent", help="Nothing on stderr but errors (no progress, no warnings)."),
     ] = False,
     retries: Annotated[
         int | None,
@@ -93,6 +106,12 @@ def load_command(
 
     Prints the collection UUID.  Loading an image that is already stored reuses it:
     no new upload, collection or links.  Nothing is left registered if it fails.
+
+    What is stored is what a compute node can load: an OCI-only archive gets a
+    manifest.json appended (Docker 25+'s layout), and from a multi-image archive only
+    the chosen image is kept; both reuse the uploaded blocks plus one small block.
+    Names are registered exactly as given (--tag, or the archive's RepoTags);
+    a RepoTag that Docker or Arvados would refuse is skipped with a warning.
     """
     with reporting_errors():
         if batch_progress and progress:
@@ -116,8 +135,15 @@ def load_command(
                 force=force,
                 force_image_format=force_image_format,
                 progress=report,
+                warn=None if silent else _warn,
             )
     if as_json:
         emit_json(result.to_json())
     else:
         typer.echo(result.uuid)
+
+
+def _warn(message: str) -> None:
+    """Print ``keeptar: warning: <message>`` on stderr."""
+    sys.stderr.write(f"keeptar: warning: {' '.join(message.split())}\n")
+    sys.stderr.flush()

@@ -219,6 +219,11 @@ def _size_text(size: int) -> str:
     return f"{size >> 20} MiB" if size >= 1 << 20 and not size % (1 << 20) else f"{size}-byte"
 
 
+def _padded(size: int) -> int:
+    """*size* rounded up to whole 512-byte tar blocks."""
+    return -(-size // 512) * 512
+
+
 def _looks_like_json(data: memoryview) -> bool:
     head = bytes(data[:64]).lstrip()
     return head[:1] in (b"{", b"[") or not head
@@ -233,12 +238,15 @@ class ArchiveScan:
         self.order: list[str] = []
         self.end: ArchiveEnd | None = None
         self.digested = False
+        #: stream offset just past the last member's padded data: where the end marker starts
+        self.body_end = 0
 
     def add(self, member: Member) -> None:
         """Record *member*; a later member of the same path replaces an earlier one."""
         if member.path not in self.members:
             self.order.append(member.path)
         self.members[member.path] = member
+        self.body_end = max(self.body_end, member.header.data_offset + _padded(member.size))
 
     def has(self, path: str) -> bool:
         """Whether a member (of any type) has normalised path *path*."""
