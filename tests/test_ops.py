@@ -480,8 +480,13 @@ def test_batch_progress_lines_in_arv_puts_format(
     assert out.decode().startswith("local-4zz18-")
 
 
-def test_silent_prints_only_the_result(local_home: Path) -> None:
-    result = run_keeptar("load", "--silent", "--progress", str(APP))
+def test_silent_prints_only_the_result(local_home: Path, tmp_path: Path) -> None:
+    from test_names import with_repo_tags
+
+    archive = with_repo_tags(tmp_path, ["kt/good:1", "Kt/Upper:1"])  # one tag warns
+    warned = run_keeptar("load", str(archive))
+    assert warned.returncode == 0 and b"keeptar: warning: " in warned.stderr
+    result = run_keeptar("load", "--silent", "--progress", "--force", str(archive))
     assert result.returncode == 0 and result.stderr == b""
     assert result.stdout.decode().startswith("local-4zz18-")
     both = run_keeptar("load", "--progress", "--batch-progress", str(APP))
