@@ -642,7 +642,9 @@ def load_image(
         source: the source argument (see :func:`detect_source`).
         source_kind: force the kind of source (``--from``).
         project_uuid: owner project (default: the user's home project).
-        tag: ``repo[:tag]`` to register instead of the archive's own tags.
+        tag: ``repo[:tag]`` to register instead of the archive's own tags (from
+            docker, the image name given, unless it is an image ID: the image is
+            saved by ID, as ``arv-keepdocker`` saves it, so the tar has no RepoTags).
         image: which image to load from a multi-image archive (ID prefix or repo:tag).
         name: collection name (default ``Docker image REPO:TAG HASH12``).
         force: create a new collection even if the image is stored already (uploading
