@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from keeptar._subprocess import child_environment, child_message
 from keeptar.archive import find_image_file, inspect_source
 from keeptar.backends import Backend, Record
 from keeptar.catalog.loadable import (
@@ -489,6 +490,11 @@ def _load_plain_file(
         status.st_size,
         detach=not backend.stores_in_place,
         progress=progress,
+        # Resuming: blocks an interrupted run stored are not stored again (not with
+        # --force, which rewrites them all, repairing any damaged in place).
+        is_stored=backend.has_block
+        if backend.confirms_stored_blocks and not target.force
+        else None,
     )
     if _identity(os.fstat(source.fd)) != _identity(status):
         raise ArchiveError(f"{source.name} changed while it was being loaded; load it again")
@@ -540,21 +546,56 @@ def _load_collection_file(
     return _register(target, image, manifest_text=manifest, reused=True)
 
 
-@contextlib.contextmanager
-def _docker_save(image: str) -> Iterator[ByteSource]:
+def _docker_image_id(image: str) -> str:
+    """The ID of the local Docker image *image* (a name or an ID), from ``docker image inspect``."""
     if shutil.which("docker") is None:
         raise UsageError("--from docker needs the docker command and a running Docker daemon")
+    process = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", "--", image],
+        capture_output=True,
+        env=child_environment(),
+        check=False,
+    )
+    if process.returncode != 0:
+        _docker_failed("image inspect", image, process.returncode, process.stderr)
+    ids = process.stdout.decode(errors="replace").split()
+    if len(ids) != 1 or not ids[0].startswith("sha256:"):
+        raise KeeptarError(
+            f"docker image inspect {image} gave no image ID: {child_message(process.stdout)}"
+        )
+    return ids[0]
+
+
+def _is_id_reference(image: str, image_id: str) -> bool:
+    """Whether *image* names the image by (a prefix of) its ID rather than by a name."""
+    bare = image.lower().removeprefix("sha256:")
+    return (
+        len(bare) >= 1
+        and image_id.removeprefix("sha256:").startswith(bare)
+        and all(c in "0123456789abcdef" for c in bare)
+    )
+
+
+@contextlib.contextmanager
+def _docker_save(image_id: str) -> Iterator[ByteSource]:
+    """``docker save`` by image ID, as ``arv-keepdocker`` does: RepoTags is null in the tar.
+
+    The child gets no credentials (:mod:`keeptar._subprocess`).
+    """
     process = subprocess.Popen(
-        ["docker", "save", image], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ["docker", "save", image_id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=child_environment(),
     )
     assert process.stdout is not None and process.stderr is not None
     try:
         try:
-            yield ByteSource(process.stdout, f"docker save {image}")  # type: ignore[arg-type]
+            yield ByteSource(process.stdout, f"docker save {image_id}")  # type: ignore[arg-type]
         except ArchiveError:
-            _check_docker(process, image)
+            _check_docker(process, image_id)
             raise
-        _check_docker(process, image)
+        _check_docker(process, image_id)
     finally:
         if process.poll() is None:
             process.kill()
@@ -566,12 +607,15 @@ def _docker_save(image: str) -> Iterator[ByteSource]:
 def _check_docker(process: subprocess.Popen[bytes], image: str) -> None:
     assert process.stderr is not None
     status = process.wait()
-    if status == 0:
-        return
-    detail = " ".join(process.stderr.read().decode(errors="replace").split())[:300]
+    if status != 0:
+        _docker_failed("save", image, status, process.stderr.read())
+
+
+def _docker_failed(command: str, image: str, status: int, stderr: bytes) -> None:
+    detail = child_message(stderr)
     if "no such image" in detail.lower() or "reference does not exist" in detail.lower():
         raise NotFoundError(f"the local Docker daemon has no image {image!r}")
-    raise KeeptarError(f"docker save {image} failed (exit {status}): {detail}")
+    raise KeeptarError(f"docker {command} {image} failed (exit {status}): {detail}")
 
 
 def load_image(
@@ -595,7 +639,9 @@ def load_image(
         source: the source argument (see :func:`detect_source`).
         source_kind: force the kind of source (``--from``).
         project_uuid: owner project (default: the user's home project).
-        tag: ``repo[:tag]`` to register instead of the archive's own tags.
+        tag: ``repo[:tag]`` to register instead of the archive's own tags (from
+            docker, the image name given, unless it is an image ID: the image is
+            saved by ID, as ``arv-keepdocker`` saves it, so the tar has no RepoTags).
         image: which image to load from a multi-image archive (ID prefix or repo:tag).
         name: collection name (default ``Docker image REPO:TAG HASH12``).
         force: create a new collection even if the image is stored already (uploading
@@ -613,6 +659,11 @@ def load_image(
             server would refuse, before anything is read or stored.
     """
     kind, value = detect_source(source, source_kind)
+    docker_id = None
+    if kind is SourceKind.DOCKER:
+        docker_id = _docker_image_id(value)
+        if tag is None and not _is_id_reference(value, docker_id):
+            tag = value  # the name comes from the argument, as in arv-keepdocker
     if tag is not None:
         typed = str(parse_image_ref(tag))
         problem = link_name_problem(typed)
@@ -644,7 +695,7 @@ def load_image(
                 raise
             kind = SourceKind.FILE  # a mount of another cluster: copy the bytes instead
 
-    opened = _docker_save(value) if kind is SourceKind.DOCKER else open_source(value)
+    opened = open_source(value) if docker_id is None else _docker_save(docker_id)
     with opened as stream:
         if kind is SourceKind.FILE and _is_plain_file(stream):
             return _load_plain_file(

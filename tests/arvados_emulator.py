@@ -101,6 +101,7 @@ class Fault:
     drop: bool = False
     skip: int = 0
     hold: float = 0.0
+    message: str | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method in ("*", method)) and path.startswith(self.path)
@@ -299,6 +300,7 @@ class Emulator:
         drop: bool = False,
         skip: int = 0,
         hold: float = 0.0,
+        message: str | None = None,
     ) -> Fault:
         """Make the next *times* requests matching *method* and *path* prefix misbehave.
 
@@ -307,9 +309,12 @@ class Emulator:
         the connection without an answer, *delay* sleeps first.  *hold* carries
         out an API request, then sleeps before answering (the client may be
         interrupted while the server has already done it).  The first *skip*
-        matching requests pass untouched.
+        matching requests pass untouched.  *message* is the
+        error the answer gives (as the server words it, e.g. ``Forbidden``).
         """
-        fault = Fault(method.upper(), path, status, times, delay, drop, skip, hold)
+        fault = Fault(
+            method.upper(), path, status, times, delay, drop, skip, hold, message
+        )
         with self.lock:
             self.faults.append(fault)
         return fault
@@ -646,7 +651,8 @@ class _Base(BaseHTTPRequestHandler):
             return True
         if fault.status is not None:
             self.body()
-            self.send_json(fault.status, {"errors": [f"injected fault {fault.status}"]})
+            message = fault.message or f"injected fault {fault.status}"
+            self.send_json(fault.status, {"errors": [message]})
             return True
         return False
 
@@ -746,6 +752,9 @@ class _ApiHandler(_Base):
                 return self.send_json(200, self.discovery())
             if not url.path.startswith("/arvados/v1/"):
                 raise ApiError(404, f"no route for {url.path}")
+            if url.path.rstrip("/") == "/arvados/v1/config" and self.command == "GET":
+                # Public, as the controller's ConfigGet: no token is checked.
+                return self.send_json(200, self.config())
             account = self.emu.accounts.get(self.token() or "")
             if account is None:
                 raise ApiError(401, "Not logged in")

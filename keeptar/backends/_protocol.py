@@ -54,6 +54,11 @@ class Backend(Protocol):
     #: copies the block first anyway (callers may then hand it a private copy and
     #: free their source before the upload runs).
     stores_in_place: bool
+    #: True if ``has_block`` can vouch for a block that another process stored, given
+    #: only ``md5+size``, so a re-run may skip storing it (resuming a load).  False on
+    #: Arvados: keepstore answers a HEAD only for a locator with a permission
+    #: signature, and only a PUT hands one out.
+    confirms_stored_blocks: bool
 
     def atomic(self) -> AbstractContextManager[None]:
         """A context in which this handle's catalog calls form one unit, where the store can.
@@ -91,8 +96,12 @@ class Backend(Protocol):
         """
         ...
 
-    def put_block(self, data: bytes | memoryview) -> str:
-        """Store one block of at most 64 MiB; return its (maybe signed) locator."""
+    def put_block(self, data: bytes | memoryview, *, md5: str | None = None) -> str:
+        """Store one block of at most 64 MiB; return its (maybe signed) locator.
+
+        *md5* is the caller's hex md5 of *data*, if it has one (a store may then skip
+        hashing it again).
+        """
         ...
 
     def get_block(self, locator: str) -> bytes:

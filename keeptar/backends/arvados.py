@@ -53,6 +53,11 @@ class ArvadosBackend:
 
     kind = "arvados"
     stores_in_place = False  # KeepClient.put keeps its own copy of each block
+    # A HEAD needs a signed locator (keepstore's checkLocatorSignature under BlobSigning)
+    # and only a PUT returns one: without a cache of signed locators on disk, which
+    # keeptar does not keep, a block stored by an interrupted load is PUT again.
+    # keepstore then stores no second copy, but the bytes cross the network again.
+    confirms_stored_blocks = False
 
     def __init__(
         self, api: Any = None, *, num_retries: int | None = None, quiet: bool = False
@@ -92,6 +97,9 @@ class ArvadosBackend:
         except KeeptarError:
             raise
         except Exception as exc:
+            refused = _token_refused(f"connecting to the Arvados API server at {host}", exc)
+            if refused is not None:
+                raise refused from None
             raise BackendError(
                 scrub(f"cannot reach the Arvados API server at {host}: {_reason(exc)}")
             ) from None
@@ -191,7 +199,7 @@ class ArvadosBackend:
 
     # ---- blocks ----------------------------------------------------------------------
 
-    def put_block(self, data: bytes | memoryview) -> str:
+    def put_block(self, data: bytes | memoryview, *, md5: str | None = None) -> str:
         copies = self.server_facts().default_replication
         locator: str = self._call(
             "storing a block in Keep", lambda: self._keep.put(_as_bytes(data), copies=copies)
@@ -352,6 +360,9 @@ def _reason(exc: BaseException) -> str:
 
 def _translate(what: str, exc: BaseException) -> KeeptarError:
     """Turn an SDK or transport exception into a keeptar error naming *what* failed."""
+    refused = _token_refused(what, exc)
+    if refused is not None:
+        return refused
     status = getattr(getattr(exc, "resp", None), "status", None)
     if status is not None:
         detail = _api_error_detail(exc)
@@ -366,6 +377,35 @@ def _translate(what: str, exc: BaseException) -> KeeptarError:
             return ConflictError(message)
         return BackendError(message)
     return BackendError(scrub(f"{what}: {_reason(exc)}"))
+
+
+def _token_refused(what: str, exc: BaseException) -> BackendError | None:
+    """The error for an API answer that refuses the token itself, else None.
+
+    That is a 401 (the server's ``Not logged in``: unknown, expired or revoked
+    token), or a 403 whose only reason is ``Forbidden`` (the token's scopes do
+    not allow the request).  A 403 that names a permission ("Permission denied:
+    cannot write to …") is about the object, not the token, and is not one.
+    """
+    status = getattr(getattr(exc, "resp", None), "status", None)
+    if status is None:
+        return None
+    detail = _api_error_detail(exc)
+    if int(status) == 401:
+        return BackendError(
+            scrub(
+                f"{what}: the API server refused the token ({status} {detail}): it is "
+                "unknown, expired or revoked; check ARVADOS_API_TOKEN"
+            )
+        )
+    if int(status) == 403 and detail.strip() == "Forbidden":
+        return BackendError(
+            scrub(
+                f"{what}: the API server refused the token for this request ({status} "
+                f"{detail}): its scopes, or its user's rights, do not allow it"
+            )
+        )
+    return None
 
 
 def _api_error_detail(exc: BaseException) -> str:

@@ -6,6 +6,8 @@ import contextlib
 import json
 import os
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
@@ -17,7 +19,9 @@ __all__ = [
     "BackendOption",
     "JsonOption",
     "ProgressOption",
+    "VersionOption",
     "app",
+    "batch_progress_reporter",
     "emit_json",
     "main",
     "progress_reporter",
@@ -40,6 +44,7 @@ BackendOption = Annotated[
         "configured, else local].",
     ),
 ]
+
 
 app = typer.Typer(
     name="keeptar",
@@ -73,6 +78,19 @@ def _root(
     ),
 ) -> None:
     """Put Docker image archives into Arvados Keep without a Docker daemon."""
+
+
+VersionOption = Annotated[
+    bool,
+    typer.Option(
+        "--version",
+        is_eager=True,
+        callback=_print_version,
+        help="Print the version and exit.",
+        show_default=False,
+    ),
+]
+"""``--version``, which every command takes (as every arv-* tool does)."""
 
 
 def fail(message: str, code: int) -> typer.Exit:
@@ -142,6 +160,37 @@ def progress_reporter(
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(description, total=total)
         yield lambda done: bar.update(task, completed=done)
+
+
+@contextlib.contextmanager
+def batch_progress_reporter(total: int | None) -> Iterator[Callable[[int], None]]:
+    """Yield a callback that writes arv-put's ``--batch-progress`` lines on stderr.
+
+    Each line is ``<program> <pid>: <bytes> written <total> total`` (total ``-1`` when
+    unknown), as ``arvados.commands.put.machine_progress`` writes them; one line at
+    most every half second while bytes move, and a last one with the final count.
+    """
+    program = sys.argv[0] if not sys.argv[0].endswith("__main__.py") else "keeptar"
+    expected = -1 if total is None else total
+    state = {"done": -1, "shown": -1, "at": 0.0}
+    lock = threading.Lock()
+
+    def show(done: int) -> None:
+        sys.stderr.write(f"{program} {os.getpid()}: {done} written {expected} total\n")
+        sys.stderr.flush()
+        state["shown"] = done
+        state["at"] = time.monotonic()
+
+    def report(done: int) -> None:
+        with lock:
+            state["done"] = max(state["done"], done)
+            if time.monotonic() - state["at"] >= 0.5:
+                show(int(state["done"]))
+
+    yield report
+    with lock:
+        if state["done"] >= 0 and state["done"] != state["shown"]:
+            show(int(state["done"]))
 
 
 #: Exit status for a bug in keeptar itself (sysexits.h EX_SOFTWARE).

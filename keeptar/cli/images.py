@@ -9,7 +9,14 @@ import typer
 from keeptar.backends import open_backend
 from keeptar.catalog.images import list_images
 from keeptar.catalog.references import split_image_ref
-from keeptar.cli._app import BackendOption, JsonOption, app, emit_json, reporting_errors
+from keeptar.cli._app import (
+    BackendOption,
+    JsonOption,
+    VersionOption,
+    app,
+    emit_json,
+    reporting_errors,
+)
 
 
 @app.command("images")
@@ -29,10 +36,11 @@ def images_command(
     ] = None,
     backend: BackendOption = None,
     as_json: JsonOption = False,
+    version: VersionOption = False,
 ) -> None:
     """List images, preferred first (newest image timestamp, then newest link)."""
     with reporting_errors():
-        store = open_backend(backend, quiet=True)
+        store = open_backend(backend, quiet=True, read_only=True)
         repo = tag = None
         if reference is not None:
             ref = split_image_ref(reference)

@@ -7,17 +7,25 @@ from typing import Any
 import typer
 
 from keeptar.backends import open_backend
-from keeptar.cli._app import BackendOption, JsonOption, app, emit_json, reporting_errors
+from keeptar.cli._app import (
+    BackendOption,
+    JsonOption,
+    VersionOption,
+    app,
+    emit_json,
+    reporting_errors,
+)
 
 
 @app.command("info")
 def info_command(
     backend: BackendOption = None,
     as_json: JsonOption = False,
+    version: VersionOption = False,
 ) -> None:
     """Show the storage backend, the user, and the image formats the cluster accepts."""
     with reporting_errors():
-        store = open_backend(backend, quiet=True)
+        store = open_backend(backend, quiet=True, read_only=True)
         facts = store.server_facts()
         user = store.current_user()
         doc: dict[str, Any] = {

@@ -13,6 +13,7 @@ from keeptar.cli._app import (
     BackendOption,
     JsonOption,
     ProgressOption,
+    VersionOption,
     app,
     emit_json,
     progress_reporter,
@@ -32,6 +33,7 @@ def inspect_command(
         ),
     ] = "-",
     as_json: JsonOption = False,
+    version: VersionOption = False,
     verify: Annotated[
         bool,
         typer.Option(
@@ -50,7 +52,7 @@ def inspect_command(
     """
     with reporting_errors():
         if _is_collection(target):
-            store = open_backend(backend, quiet=True)
+            store = open_backend(backend, quiet=True, read_only=True)
             info, fetched, blocks = inspect_collection(store, target, verify=verify)
             note = f"read {fetched} of {blocks} Keep blocks"
         else:

@@ -13,11 +13,14 @@ from keeptar.cli._app import (
     BackendOption,
     JsonOption,
     ProgressOption,
+    VersionOption,
     app,
+    batch_progress_reporter,
     emit_json,
     progress_reporter,
     reporting_errors,
 )
+from keeptar.errors import UsageError
 from keeptar.load import SourceKind, load_image
 
 
@@ -76,7 +79,29 @@ def load_command(
     ] = False,
     backend: BackendOption = None,
     as_json: JsonOption = False,
+    version: VersionOption = False,
     progress: ProgressOption = None,
+    batch_progress: Annotated[
+        bool,
+        typer.Option(
+            "--batch-progress",
+            help="Machine-readable progress lines on stderr, as arv-put writes them: "
+            "'PROGRAM PID: BYTES written TOTAL total' (TOTAL -1 when unknown).",
+        ),
+    ] = False,
+    silent: Annotated[
+        bool,
+        typer.Option("--silent", help="Nothing on stderr but errors (no progress, no warnings)."),
+    ] = False,
+    retries: Annotated[
+        int | None,
+        typer.Option(
+            "--retries",
+            min=0,
+            help="Retries for each API and Keep request [default: KEEPTAR_RETRIES, else 5].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Store a Docker image in Keep in one pass and register it as arv-keepdocker does.
 
@@ -90,9 +115,16 @@ def load_command(
     a RepoTag that Docker or Arvados would refuse is skipped with a warning.
     """
     with reporting_errors():
-        store = open_backend(backend, quiet=True)
+        if batch_progress and progress:
+            raise UsageError("--progress and --batch-progress cannot be used together")
+        store = open_backend(backend, quiet=True, retries=retries)
         total = os.path.getsize(source) if source and os.path.isfile(source) else None
-        with progress_reporter(progress, total, "load") as report:
+        reporter = (
+            batch_progress_reporter(total)
+            if batch_progress and not silent
+            else progress_reporter(False if silent or batch_progress else progress, total, "load")
+        )
+        with reporter as report:
             result = load_image(
                 store,
                 source,
@@ -104,7 +136,7 @@ def load_command(
                 force=force,
                 force_image_format=force_image_format,
                 progress=report,
-                warn=_warn,
+                warn=None if silent else _warn,
             )
     if as_json:
         emit_json(result.to_json())
