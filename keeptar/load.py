@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import hashlib
 import json
 import os
 import shutil
@@ -43,6 +44,7 @@ from keeptar.errors import (
 from keeptar.formats import ArchiveScanner, ImageInfo, read_images
 from keeptar.keep.blocks import BlockWriter, KeepFileReader, StoredStream, store_file
 from keeptar.keep.manifest import (
+    BLOCK_SIZE,
     is_collection_ref,
     is_portable_data_hash,
     manifest_from_segments,
@@ -424,7 +426,13 @@ def _load_plain_file(
     backend = target.backend
     assert source.fd is not None
     status = os.fstat(source.fd)
-    image = _choose_image(inspect_source(source).images, image_ref)
+    parsed = _ParsedBytes(source.name)
+    source.on_read = parsed.record
+    try:
+        info = inspect_source(source)
+    finally:
+        source.on_read = None
+    image = _choose_image(info.images, image_ref)
     _check_format(backend, image, force_image_format)
     if not target.force:
         found = _reuse_existing(target, image)
@@ -436,6 +444,7 @@ def _load_plain_file(
         status.st_size,
         detach=not backend.stores_in_place,
         progress=progress,
+        check=parsed.check,
     )
     if _identity(os.fstat(source.fd)) != _identity(status):
         raise ArchiveError(f"{source.name} changed while it was being loaded; load it again")
@@ -586,9 +595,47 @@ def load_image(
         )
 
 
-def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
-    """What tells a file's content changed: device, inode, size, modification time."""
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+def _identity(info: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What tells a file's content changed: device, inode, size, modification and change time."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+class _ParsedBytes:
+    """Digests of the byte ranges a metadata pass read, to check the stored blocks against.
+
+    The tar reader's result depends only on the bytes it was fed (what it skipped
+    it never saw), so if every range it read is the same in the stored blocks, the
+    stored file parses to the same images, IDs and tags.  Ranges are cut at Keep
+    block boundaries and kept as sha256 digests: memory is a few bytes per range.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._ranges: dict[int, list[tuple[int, int, bytes]]] = {}
+
+    def record(self, offset: int, data: bytes) -> None:
+        """Remember that the bytes at *offset* were *data*."""
+        view = memoryview(data)
+        while len(view):
+            block, within = divmod(offset, BLOCK_SIZE)
+            count = min(len(view), BLOCK_SIZE - within)
+            digest = hashlib.sha256(view[:count]).digest()
+            self._ranges.setdefault(block * BLOCK_SIZE, []).append((within, count, digest))
+            offset += count
+            view = view[count:]
+
+    def check(self, offset: int, block: memoryview) -> None:
+        """Check the block stored at *offset* against what was read there.
+
+        Raises:
+            ArchiveError: a range differs: the file was rewritten during the load.
+        """
+        for within, count, digest in self._ranges.get(offset, ()):
+            if hashlib.sha256(block[within : within + count]).digest() != digest:
+                raise ArchiveError(
+                    f"{self._name} changed while it was being loaded (byte {offset + within} "
+                    "on differs from what was read); load it again"
+                )
 
 
 def _is_plain_file(source: ByteSource) -> bool:

@@ -359,6 +359,7 @@ def store_file(
     *,
     detach: bool = False,
     progress: Callable[[int], None] | None = None,
+    check: Callable[[int, memoryview], None] | None = None,
 ) -> StoredStream:
     """Store the first *size* bytes of a regular file as Keep blocks, reading each once.
 
@@ -371,6 +372,10 @@ def store_file(
 
     (Not ``mmap``: a file truncated while mapped kills the process with SIGBUS.)
 
+    *check*, if given, is called on the worker as ``check(offset, block)`` with each
+    block's bytes as read, before they are stored; an exception it raises fails the
+    store (so the caller can insist that what is stored is what it parsed).
+
     Raises:
         ArchiveError: the file shrank while it was being read.
     """
@@ -381,9 +386,14 @@ def store_file(
         for start in range(0, size, BLOCK_SIZE):
             length = min(BLOCK_SIZE, size - start)
             if detach:
-                writer.submit_read(functools.partial(_pread_all, fd, length, start), length)
+                read = functools.partial(_pread_all, fd, length, start)
+                writer.submit_read(
+                    read if check is None else functools.partial(_checked, read, check, start),
+                    length,
+                )
             else:
-                writer.submit_fill(functools.partial(_pread_into, fd, start), length)
+                fill = functools.partial(_pread_into, fd, start, check=check)
+                writer.submit_fill(fill, length)
         return writer.finish()
 
 
@@ -406,13 +416,29 @@ def _pread_all(fd: int, length: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
-def _pread_into(fd: int, offset: int, view: memoryview) -> None:
+def _checked(
+    read: Callable[[], bytes], check: Callable[[int, memoryview], None], offset: int
+) -> bytes:
+    data = read()
+    check(offset, memoryview(data))
+    return data
+
+
+def _pread_into(
+    fd: int,
+    offset: int,
+    view: memoryview,
+    *,
+    check: Callable[[int, memoryview], None] | None = None,
+) -> None:
     got = 0
     while got < len(view):
         count = os.preadv(fd, [view[got:]], offset + got)
         if not count:
             raise _shrank(offset + got)
         got += count
+    if check is not None:
+        check(offset, view)
 
 
 def _shrank(at: int) -> ArchiveError:

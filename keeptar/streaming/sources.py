@@ -51,6 +51,8 @@ class ByteSource:
         self.size: int | None = None
         self.seekable = False
         self.is_pipe = False
+        #: if set, called as ``on_read(offset, data)`` with every chunk :meth:`read` returns
+        self.on_read: Callable[[int, bytes], None] | None = None
         with contextlib.suppress(AttributeError, OSError, io.UnsupportedOperation):
             self._fd = stream.fileno()
         if self._fd is not None:
@@ -82,6 +84,8 @@ class ByteSource:
             data = os.read(self._fd, size)
         else:
             data = self._stream.read(size)
+        if self.on_read is not None and data:
+            self.on_read(self.position, data)
         self.position += len(data)
         return data
 
