@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -143,7 +144,8 @@ def detect_source(
 
     Without *forced*: no argument or ``-`` is standard input (no argument only
     when stdin is not a terminal); an existing path is a file, or an arv-mount
-    path when it lies inside a mounted collection; a PDH or collection UUID is
+    path when it lies inside a mounted collection; a named pipe (``mkfifo``, or
+    ``<(…)`` as a ``/dev/fd/N`` path) is a file read as a stream; a PDH or collection UUID is
     a collection.  Anything else is an error, never a guess: ``--from docker``
     is needed to save an image from the local daemon.
 
@@ -159,7 +161,9 @@ def detect_source(
             return forced, "-"
         if not argument or argument == "-":
             raise UsageError(f"--from {forced.value} needs a source argument")
-        if forced in (SourceKind.FILE, SourceKind.ARV_MOUNT) and not Path(argument).is_file():
+        if forced is SourceKind.FILE and not (Path(argument).is_file() or _is_stream(argument)):
+            raise UsageError(f"{argument}: no such file")
+        if forced is SourceKind.ARV_MOUNT and not Path(argument).is_file():
             raise UsageError(f"{argument}: no such file")
         if forced is SourceKind.COLLECTION and not is_collection_ref(argument):
             raise UsageError(f"{argument!r} is not a collection PDH or UUID")
@@ -177,6 +181,8 @@ def detect_source(
     if path.is_file():
         kind = SourceKind.ARV_MOUNT if _mount_file(path) else SourceKind.FILE
         return kind, argument
+    if _is_stream(argument):  # a FIFO, or <(…) (/dev/fd/N): read as a stream, as stdin
+        return SourceKind.FILE, argument
     if is_collection_ref(argument):
         return SourceKind.COLLECTION, argument
     raise UsageError(
@@ -636,6 +642,15 @@ class _ParsedBytes:
                     f"{self._name} changed while it was being loaded (byte {offset + within} "
                     "on differs from what was read); load it again"
                 )
+
+
+def _is_stream(path: str) -> bool:
+    """Whether *path* is a named pipe or a socket (read once, as standard input is)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def _is_plain_file(source: ByteSource) -> bool:

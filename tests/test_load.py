@@ -689,6 +689,76 @@ def test_a_config_rewritten_in_place_is_never_registered_under_the_old_id(
         pytest.fail(f"a file rewritten during the load was registered as {result.image_id}")
 
 
+def _feed(path: Path, target: str | int) -> Any:
+    """A thread writing *path* into a FIFO (by name) or a pipe's write end (by fd)."""
+    import threading
+
+    def write() -> None:
+        with open(target, "wb") as out:
+            out.write(path.read_bytes())
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("fixture", ["docker-v2-app.tar", "docker-v2-app.tar.gz"])
+def test_named_pipes_are_read_as_streams(backend: Any, tmp_path: Path, fixture: str) -> None:
+    """Issue 8 §4: `load FIFO` and `load <(cat x.tar)` (a /dev/fd/N path) read the stream."""
+    archive = fixture_path(fixture)
+    fifo = tmp_path / "image.fifo"
+    os.mkfifo(fifo)
+    assert detect_source(str(fifo)) == (SourceKind.FILE, str(fifo))
+    assert detect_source(str(fifo), SourceKind.FILE) == (SourceKind.FILE, str(fifo))
+    writer = _feed(archive, str(fifo))
+    by_name = load_image(backend, str(fifo), force=True)
+    writer.join(timeout=60)
+    read_end, write_end = os.pipe()
+    try:
+        writer = _feed(archive, write_end)
+        by_fd = load_image(backend, f"/dev/fd/{read_end}", force=True)
+        writer.join(timeout=60)
+    finally:
+        os.close(read_end)
+    plain = gzip.decompress(archive.read_bytes()) if fixture.endswith(".gz") else None
+    for result in (by_name, by_fd):
+        assert result.image_id == APP_ID
+        assert stored_bytes(backend, result.uuid)[1] == (plain or archive.read_bytes())
+
+
+def test_cli_loads_a_process_substitution(local_home: Path) -> None:
+    """The shell's own `<(…)`, end to end."""
+    result = subprocess.run(
+        ["bash", "-c", f'"{sys.executable}" -m keeptar load --json <(cat "$1")', "-", str(APP)],
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout)["image_id"] == APP_ID
+
+
+def test_a_pipe_that_never_ends_is_not_stored_forever(backend: Any) -> None:
+    """Issue 8 §4: an archive then endless zeros: give up with an error, register nothing."""
+    import threading
+
+    writer = subprocess.Popen(
+        ["sh", "-c", 'cat "$1"; exec cat /dev/zero', "-", str(APP)], stdout=subprocess.PIPE
+    )
+    watchdog = threading.Timer(60, writer.kill)  # today's code reads on forever
+    watchdog.start()
+    before = counts(backend)
+    try:
+        with pytest.raises(ArchiveError, match="after the end of the archive"):
+            _load_stdin(backend, writer.stdout, "kt/endless")
+    finally:
+        watchdog.cancel()
+        writer.kill()
+        writer.wait()
+        assert writer.stdout is not None
+        writer.stdout.close()
+    assert counts(backend) == before
+
+
 @pytest.mark.parametrize("source", ["file", "stdin"])
 def test_a_full_disk_is_a_clean_backend_error(
     local_home: Path, tmp_path: Path, source: str

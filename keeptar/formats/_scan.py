@@ -322,6 +322,8 @@ def parse_json(data: bytes, *, what: str) -> Any:
         return json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ArchiveError(f"decoding {what}: invalid JSON: {exc}") from None
+    except RecursionError:  # hostile nesting: no image document is anywhere near this deep
+        raise ArchiveError(f"decoding {what}: JSON nested too deeply") from None
 
 
 def is_hex64(text: str) -> bool:

@@ -31,6 +31,8 @@ from keeptar.streaming.decompress import (
 __all__ = ["ByteSource", "StreamResult", "open_source", "run_tar_stream"]
 
 READ_SIZE = 1 << 20
+#: Most input read from a pipe after the end of the archive before giving up on it.
+DRAIN_LIMIT = 16 << 20
 _F_SETPIPE_SZ = 1031
 
 
@@ -196,16 +198,19 @@ def run_tar_stream(
         tap: if given, receives every byte of the decompressed stream, in order
             (trailing bytes after the archive included); nothing is skipped then.
         progress: called with the number of source bytes consumed so far.
-        drain: read the source to its end after the archive ends (default: unless
-            the source is a seekable file and there is no tap).
+        drain: read the source to its end after the archive ends (default: a real
+            pipe, so its writer does not fail on a closed pipe, or a regular file
+            when there is a tap; never a character device such as ``/dev/zero``).
+            A pipe is drained for at most :data:`DRAIN_LIMIT` bytes.
         reader: the tar reader to use (a fresh one by default).
 
     Raises:
-        ArchiveError: the stream is not a readable (possibly compressed) tar.
+        ArchiveError: the stream is not a readable (possibly compressed) tar, or
+            goes on for more than :data:`DRAIN_LIMIT` bytes after its end.
     """
     reader = reader or TarReader()
     if drain is None:
-        drain = tap is not None or not source.seekable
+        drain = source.is_pipe or (tap is not None and source.seekable)
     first = source.read(READ_SIZE)
     while 0 < len(first) < MAGIC_LENGTH:
         more = source.read(READ_SIZE)
@@ -218,6 +223,28 @@ def run_tar_stream(
     if kind is Compression.NONE:
         return _run_plain(source, reader, handle, first, tap, progress, drain)
     return _run_compressed(source, reader, handle, kind, first, tap, progress, drain)
+
+
+def _skip_rest(source: ByteSource) -> None:
+    """Drain what follows the archive: all of a file, at most DRAIN_LIMIT of a stream."""
+    if source.seekable:
+        source.skip(1 << 62)
+        return
+    start = source.position
+    source.skip(DRAIN_LIMIT + 1)
+    _check_drained(source, start)
+
+
+def _check_drained(source: ByteSource, start: int) -> None:
+    if not source.seekable and source.position - start > DRAIN_LIMIT:
+        raise _endless(source)
+
+
+def _endless(source: ByteSource) -> ArchiveError:
+    return ArchiveError(
+        f"{source.name}: more than {DRAIN_LIMIT >> 20} MiB of data after the end of "
+        "the archive (is the input endless?)"
+    )
 
 
 def _pump(reader: TarReader, handle: Callable[[Event, TarReader], None]) -> ArchiveEnd | None:
@@ -240,6 +267,7 @@ def _run_plain(
     drain: bool,
 ) -> StreamResult:
     end: ArchiveEnd | None = None
+    ended_at = 0  # the source position when the archive's end was seen
     while True:
         if tap is not None:
             tap(chunk)
@@ -249,6 +277,9 @@ def _run_plain(
             else:
                 reader.feed_eof()
             end = _pump(reader, handle)
+            ended_at = source.position
+        else:
+            _check_drained(source, ended_at)
         if progress is not None:
             progress(source.position)
         if not chunk:
@@ -260,7 +291,7 @@ def _run_plain(
             if wanted:
                 reader.skip_input(source.skip(wanted))
         elif end is not None and tap is None:
-            source.skip(1 << 62)
+            _skip_rest(source)
             chunk = b""
             continue
         chunk = source.read(READ_SIZE)
@@ -281,7 +312,11 @@ def _run_compressed(
 ) -> StreamResult:
     decompressor = Decompressor(kind)
     end: ArchiveEnd | None = None
+    ended_at = 0  # the source position when the archive's end was seen
+    after = 0  # decompressed bytes after the archive's end
     while True:
+        if end is not None:
+            _check_drained(source, ended_at)
         if chunk:
             decompressor.feed(chunk)
         else:
@@ -291,6 +326,10 @@ def _run_compressed(
             if out is NEED_DATA:
                 break
             if tap is not None and out:
+                if end is not None:  # bytes after the archive: stored, so bounded too
+                    after += len(out)
+                    if after > DRAIN_LIMIT:
+                        raise _endless(source)
                 tap(out)
             if end is None:
                 if out:
@@ -298,6 +337,7 @@ def _run_compressed(
                 else:
                     reader.feed_eof()
                 end = _pump(reader, handle)
+                ended_at = source.position
                 if end is not None and not drain and tap is None:
                     break
             if not out:
@@ -308,7 +348,7 @@ def _run_compressed(
             break
         if end is not None and tap is None:
             # The archive is complete: drain the rest without decompressing it.
-            source.skip(1 << 62)  # the drained tail is not checked
+            _skip_rest(source)  # the drained tail is not checked
             break
         chunk = source.read(READ_SIZE)
     if end is None:
