@@ -194,6 +194,12 @@ def detect_source(
 # ---- choosing and checking the image ---------------------------------------------------
 
 
+def _refuse_what_docker_refuses(problems: Sequence[str]) -> None:
+    """crunch-run runs images with ``docker load``: store nothing it would refuse."""
+    if problems:
+        raise ArchiveError(problems[0])
+
+
 def _choose_image(images: Sequence[ImageInfo], wanted: str | None) -> ImageInfo:
     if wanted is None:
         if len(images) == 1:
@@ -394,6 +400,7 @@ def _load_stream(
     with BlockWriter(backend.put_block, detach=not backend.stores_in_place) as writer:
         run_tar_stream(source, scanner, tap=writer.write, progress=progress)
         _, images = read_images(scanner.scan)
+        _refuse_what_docker_refuses(scanner.scan.docker_load_problems())
         image = _choose_image(images, image_ref)
         _check_format(backend, image, force_image_format)
         stored = writer.finish()
@@ -438,6 +445,7 @@ def _load_plain_file(
         info = inspect_source(source)
     finally:
         source.on_read = None
+    _refuse_what_docker_refuses(info.warnings)
     image = _choose_image(info.images, image_ref)
     _check_format(backend, image, force_image_format)
     if not target.force:
@@ -477,6 +485,7 @@ def _load_collection_file(
         )
     reader.seek(0)
     info = inspect_source(ByteSource(reader, reader.name))  # type: ignore[arg-type]
+    _refuse_what_docker_refuses(info.warnings)
     image = _choose_image(info.images, image_ref)
     _check_format(backend, image, force_image_format)
     if not target.force:

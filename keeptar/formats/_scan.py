@@ -22,6 +22,7 @@ from keeptar.formats._names import (
     OCI_LAYOUT,
     REPOSITORIES,
 )
+from keeptar.formats._unpack import UnpackCheck
 from keeptar.streaming import (
     NEED_DATA,
     ArchiveEnd,
@@ -122,6 +123,7 @@ class ArchiveScanner:
             self.scan.end = event
 
     def _on_header(self, header: MemberHeader, reader: TarReader) -> None:
+        self.scan.unpack.add(header)
         member = Member(header)
         self._current = member
         self.scan.add(member)
@@ -233,6 +235,20 @@ class ArchiveScan:
         self.order: list[str] = []
         self.end: ArchiveEnd | None = None
         self.digested = False
+        #: ``docker load``'s extraction, replayed on the member headers
+        self.unpack = UnpackCheck()
+
+    def docker_load_problems(self) -> tuple[str, ...]:
+        """Why ``docker load`` would refuse this archive or read it differently, if it would."""
+        problems = []
+        if self.unpack.refusal is not None:
+            problems.append(f"docker load would refuse this archive: {self.unpack.refusal}")
+        for name, at in self.unpack.shadowed:
+            problems.append(
+                f"docker load would extract member {name!r} as {at!r}, "
+                "over the member keeptar reads by that name"
+            )
+        return tuple(problems)
 
     def add(self, member: Member) -> None:
         """Record *member*; a later member of the same path replaces an earlier one."""
