@@ -43,7 +43,12 @@ from keeptar.errors import (
     UsageError,
 )
 from keeptar.formats import ArchiveScanner, ImageInfo, read_images
-from keeptar.keep.blocks import BlockWriter, KeepFileReader, StoredStream, store_file
+from keeptar.keep.blocks import (
+    BlockWriter,
+    KeepFileReader,
+    StoredStream,
+    store_file,
+)
 from keeptar.keep.manifest import (
     BLOCK_SIZE,
     is_collection_ref,
@@ -398,7 +403,10 @@ def _load_stream(
     backend = target.backend
     scanner = ArchiveScanner()
     with BlockWriter(backend.put_block, detach=not backend.stores_in_place) as writer:
-        run_tar_stream(source, scanner, tap=writer.write, progress=progress)
+        # The README's memory promise, whatever window a zstd --long stream announces:
+        run_tar_stream(
+            source, scanner, tap=writer.write, progress=progress, on_window=writer.fit_window
+        )
         _, images = read_images(scanner.scan)
         _refuse_what_docker_refuses(scanner.scan.docker_load_problems())
         image = _choose_image(images, image_ref)

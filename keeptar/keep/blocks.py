@@ -26,12 +26,22 @@ from keeptar.errors import ArchiveError, BackendError, KeeptarError, NotFoundErr
 from keeptar.keep.manifest import BLOCK_SIZE, ManifestFile, parse_manifest
 
 __all__ = [
+    "MEMORY_BUDGET",
     "BlockWriter",
     "KeepFileReader",
     "StoredStream",
     "read_file_range",
     "store_file",
 ]
+
+
+#: The most resident memory ``keeptar load`` may use, whatever the input (README).
+MEMORY_BUDGET = 300 << 20
+#: Resident memory besides block buffers, copies and a zstd window: the interpreter,
+#: its libraries and the Arvados SDK (``benchmarks/bench_zstd_window.py``: ~70 MiB on
+#: Arvados, ~45 MiB on the embedded store).
+BASELINE_MEMORY = 72 << 20
+_MIN_BLOCK_SIZE = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +60,9 @@ class BlockWriter:
             ``put_block``); called from worker threads.
         block_size: bytes per block (64 MiB in Keep).
         workers: threads storing blocks.
-        in_flight: finished blocks allowed to wait for storage at once.
+        in_flight: finished blocks allowed to wait for storage at once; 0 stores
+            each block on the calling thread, so memory is the one buffer filling.
+            :meth:`fit_window` lowers it later.
         progress: called with the number of bytes stored so far.
         detach: the store copies each block anyway (``Backend.stores_in_place`` is
             False): fill one buffer and hand the store private copies.
@@ -71,14 +83,16 @@ class BlockWriter:
         self._put = put_block
         self._detach = detach
         self._block_size = block_size
+        self._next_block_size = block_size  # takes effect when the next block starts
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keeptar-put")
         # Buffers are allocated once and recycled: in_flight waiting plus one filling.
         # They are anonymous mmaps, so page-aligned: the embedded store can write them
         # with direct I/O.
         self._free: queue.Queue[mmap.mmap] = queue.Queue()
         self._allocated = 0
-        self._max_buffers = in_flight + 1
-        self._copy_slots = threading.Semaphore(in_flight)
+        self._in_flight = in_flight
+        self._copies = 0  # private copies (detach) waiting or being stored
+        self._slots = threading.Condition()
         self._futures: list[Future[str]] = []
         self._buffer: mmap.mmap | None = None
         self._fill = 0
@@ -88,13 +102,65 @@ class BlockWriter:
         self._progress = progress
         self._closed = False
 
+    @property
+    def in_flight(self) -> int:
+        """Finished blocks allowed to wait for storage at once."""
+        return self._in_flight
+
+    @property
+    def block_size(self) -> int:
+        """The size of the blocks stored from now on."""
+        return self._next_block_size
+
+    def limit_in_flight(self, in_flight: int) -> None:
+        """Allow at most *in_flight* blocks in flight from now on (never raises the limit).
+
+        Buffers over the new limit are released as their blocks are stored.
+        """
+        with self._slots:
+            self._in_flight = max(0, min(self._in_flight, in_flight))
+            self._slots.notify_all()
+
+    def fit_window(self, window: int) -> None:
+        """Make room for a decompressor holding *window* bytes within :data:`MEMORY_BUDGET`.
+
+        Fewer blocks in flight first, down to none (each block stored on the calling
+        thread as soon as it is full); then, if one block and the store's copy of it
+        still do not fit, smaller blocks from the next block on (Keep blocks may be
+        any size up to 64 MiB).  Never raises a limit.
+        """
+        available = MEMORY_BUDGET - BASELINE_MEMORY - window
+        block, in_flight = self._next_block_size, self._in_flight
+        while self._buffers_needed(in_flight) * block > available:
+            if in_flight:
+                in_flight -= 1
+            elif block > _MIN_BLOCK_SIZE:
+                block //= 2
+            else:
+                break
+        self.limit_in_flight(in_flight)
+        self._next_block_size = block
+
+    def _buffers_needed(self, in_flight: int) -> int:
+        """Blocks held at once: buffers, plus for a detached store its private copies."""
+        if self._detach:
+            return 1 + max(1, in_flight)  # with none in flight, the store's own copy
+        return 1 + in_flight
+
     def _take_buffer(self) -> mmap.mmap:
-        try:
-            return self._free.get_nowait()
-        except queue.Empty:
-            pass
-        if self._allocated < self._max_buffers:
-            self._allocated += 1
+        while True:
+            try:
+                buffer = self._free.get_nowait()
+            except queue.Empty:
+                break
+            if len(buffer) == self._block_size:
+                return buffer
+            self._discard(buffer)  # from before the block size shrank
+        with self._lock:
+            allocate = self._allocated < self._in_flight + 1
+            if allocate:
+                self._allocated += 1
+        if allocate:
             return mmap.mmap(-1, self._block_size)
         while True:
             try:
@@ -102,10 +168,20 @@ class BlockWriter:
             except queue.Empty:
                 self._check_failures()
 
+    def _discard(self, buffer: mmap.mmap) -> None:
+        with self._lock:
+            self._allocated -= 1
+        buffer.close()
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append *data* to the stream (copied; the caller may reuse it)."""
         view = memoryview(data).cast("B")
         while len(view):
+            if self._fill == 0 and self._next_block_size != self._block_size:
+                self._block_size = self._next_block_size
+                if self._buffer is not None:
+                    self._discard(self._buffer)
+                    self._buffer = None
             if self._buffer is None:
                 self._buffer = self._take_buffer()
                 self._fill = 0
@@ -117,9 +193,23 @@ class BlockWriter:
             if self._fill == self._block_size:
                 self._submit()
 
+    def _recycle(self, block: mmap.mmap) -> None:
+        """Put a stored block's buffer back, or release it if a limit was lowered."""
+        with self._lock:
+            release = self._allocated > self._in_flight + 1 or len(block) != self._block_size
+            if release:
+                self._allocated -= 1
+        if release:
+            block.close()
+        else:
+            self._free.put(block)
+
     def _submit(self) -> None:
         self._check_failures()
         assert self._buffer is not None
+        if self._in_flight == 0:
+            self._store_here()
+            return
         if self._detach:
             # The store copies anyway: give it a private copy now and keep filling the
             # one buffer, so memory is one buffer plus the blocks in flight.
@@ -132,10 +222,33 @@ class BlockWriter:
         self._buffer, self._fill = None, 0
         self._futures.append(self._pool.submit(self._store, block, length))
 
+    def _store_here(self) -> None:
+        """Store the filled buffer on this thread and keep it for the next block."""
+        assert self._buffer is not None
+        length, self._fill = self._fill, 0
+        future: Future[str] = Future()
+        try:
+            with memoryview(self._buffer) as whole, whole[:length] as view:
+                future.set_result(self._put(view))
+        except Exception as exc:
+            future.set_exception(exc)
+            self._futures.append(future)
+            self._raise(exc)
+        self._futures.append(future)
+        self._stored_more(length)
+
     def _take_copy_slot(self) -> None:
         """Wait until fewer than ``in_flight`` private copies exist, watching for failures."""
-        while not self._copy_slots.acquire(timeout=0.5):
-            self._check_failures()
+        with self._slots:
+            while self._copies >= max(1, self._in_flight):
+                if not self._slots.wait(timeout=0.5):
+                    self._check_failures()
+            self._copies += 1
+
+    def _release_copy_slot(self) -> None:
+        with self._slots:
+            self._copies -= 1
+            self._slots.notify_all()
 
     def _check_whole_blocks(self, method: str) -> None:
         if self._fill:
@@ -147,7 +260,7 @@ class BlockWriter:
             with memoryview(block) as whole, whole[:length] as view:
                 locator = self._put(view)
         finally:
-            self._free.put(block)
+            self._recycle(block)
         self._stored_more(length)
         return locator
 
@@ -169,7 +282,7 @@ class BlockWriter:
             with memoryview(buffer) as whole, whole[:length] as view:
                 fill(view)
         except BaseException:
-            self._free.put(buffer)
+            self._recycle(buffer)
             raise
         return self._store(buffer, length)
 
@@ -189,7 +302,7 @@ class BlockWriter:
             data = read()
             locator = self._put(memoryview(data))
         finally:
-            self._copy_slots.release()
+            self._release_copy_slot()
         self._stored_more(len(data))
         return locator
 
@@ -398,6 +511,8 @@ def store_file(
 
 
 DETACHED_IN_FLIGHT = 3
+
+
 """Blocks uploaded at once from a file to a store that copies them (3 x 64 MiB)."""
 
 

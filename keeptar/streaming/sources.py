@@ -188,6 +188,7 @@ def run_tar_stream(
     progress: Callable[[int], None] | None = None,
     drain: bool | None = None,
     reader: TarReader | None = None,
+    on_window: Callable[[int], None] | None = None,
 ) -> StreamResult:
     """Read *source* to the end of its tar archive, passing every event to *handle*.
 
@@ -203,6 +204,9 @@ def run_tar_stream(
             when there is a tap; never a character device such as ``/dev/zero``).
             A pipe is drained for at most :data:`DRAIN_LIMIT` bytes.
         reader: the tar reader to use (a fresh one by default).
+        on_window: called with a zstd stream's window size (the largest so far)
+            when a frame header announces a larger one, before that frame's
+            bytes reach *tap*: a caller can shrink its own buffers.
 
     Raises:
         ArchiveError: the stream is not a readable (possibly compressed) tar, or
@@ -222,7 +226,7 @@ def run_tar_stream(
         raise ArchiveError("empty input: not a tar archive", 0)
     if kind is Compression.NONE:
         return _run_plain(source, reader, handle, first, tap, progress, drain)
-    return _run_compressed(source, reader, handle, kind, first, tap, progress, drain)
+    return _run_compressed(source, reader, handle, kind, first, tap, progress, drain, on_window)
 
 
 def _skip_rest(source: ByteSource) -> None:
@@ -309,8 +313,10 @@ def _run_compressed(
     tap: Callable[[bytes], None] | None,
     progress: Callable[[int], None] | None,
     drain: bool,
+    on_window: Callable[[int], None] | None = None,
 ) -> StreamResult:
     decompressor = Decompressor(kind)
+    window = 0
     end: ArchiveEnd | None = None
     ended_at = 0  # the source position when the archive's end was seen
     after = 0  # decompressed bytes after the archive's end
@@ -323,6 +329,9 @@ def _run_compressed(
             decompressor.feed_eof()
         while True:
             out = decompressor.next_chunk()
+            if on_window is not None and decompressor.window_size > window:
+                window = decompressor.window_size
+                on_window(window)
             if out is NEED_DATA:
                 break
             if tap is not None and out:

@@ -1,0 +1,115 @@
+"""Peak memory of `keeptar load` from a `zstd --long=27` pipe (issue 8 §3), side by side.
+
+Run:  python3 benchmarks/bench_zstd_window.py [--write] [--gib N] [--before PATH]
+
+A zstd frame made with ``--long=27`` from a pipe announces a 128 MiB window, and
+the decoder holds all of it.  keeptar then stores blocks one at a time instead of
+keeping two in flight, so the total stays under the README's 300 MiB.  Rows: this
+checkout, and with ``--before PATH`` another checkout (e.g. the code before the
+change) on the same compressed stream, on the embedded store and on the Arvados
+emulator; plus ``zstd -d`` alone (the window's own cost) for scale.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _common import Run, archive_in_subprocess, machine, run  # noqa: E402
+from bench_inspect import write_section  # noqa: E402
+from bench_load import start_emulator, table_row  # noqa: E402
+
+HEADING = "### `keeptar load` from a `zstd --long=27` pipe"
+
+
+def packed(path: Path) -> Path:
+    """*path* compressed by ``zstd --long=27`` from a pipe (so the window stays 128 MiB)."""
+    out = path.with_name(path.name + ".long27.zst")
+    if not out.exists():
+        tmp = out.with_suffix(".part")
+        subprocess.run(f"zstd -q -T2 --long=27 -c < {path} > {tmp}", shell=True, check=True)
+        tmp.rename(out)
+    return out
+
+
+def keeptar_in(checkout: Path) -> str:
+    return f"PYTHONPATH={checkout} {sys.executable} -m keeptar"
+
+
+def main() -> None:
+    gib = int(sys.argv[sys.argv.index("--gib") + 1]) if "--gib" in sys.argv else 2
+    before = Path(sys.argv[sys.argv.index("--before") + 1]) if "--before" in sys.argv else None
+    path = archive_in_subprocess(layers=2 * gib, layer_mib=512)
+    stream = packed(path)
+    size_mib = path.stat().st_size / (1 << 20)
+    checkouts = [("this checkout", HERE.parent)]
+    if before is not None:
+        checkouts.append((f"before ({before.name})", before))
+    emulator, arv_env = start_emulator()
+    saved = dict(os.environ)
+    rows: list[tuple[str, Run]] = []
+    try:
+        rows.append(
+            (
+                "zstd -d --long=27 (the window alone)",
+                run(f"zstd -q -d --long=27 -c < {stream} > /dev/null", shell=True, repeat=1),
+            )
+        )
+        for label, checkout in checkouts:
+            keeptar = keeptar_in(checkout)
+            os.environ["KEEPTAR_BACKEND"] = "local"
+            os.environ["KEEPTAR_HOME"] = home = tempfile.mkdtemp(prefix="keeptar-bench-zw-")
+            rows.append(
+                (
+                    f"{label}: load - (embedded store)",
+                    run(f"{keeptar} load --no-progress - < {stream}", shell=True, repeat=1),
+                )
+            )
+            subprocess.run(["rm", "-rf", home], check=True)
+            os.environ.update(arv_env)
+            os.environ["KEEPTAR_BACKEND"] = "arvados"
+            rows.append(
+                (
+                    f"{label}: load - (Arvados emulator)",
+                    run(
+                        f"{keeptar} load --force --no-progress - < {stream}",
+                        shell=True,
+                        repeat=1,
+                        server=emulator.pid,
+                    ),
+                )
+            )
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        assert emulator.stdin is not None
+        emulator.stdin.close()
+        emulator.wait(timeout=60)
+    lines = [
+        f"{HEADING} ({time.strftime('%Y-%m-%d')})",
+        "",
+        f"Machine: {machine()}. Input: a {size_mib / 1024:.2f} GiB docker-v2 archive of "
+        f"random layers, compressed by `zstd --long=27` from a pipe (window 128 MiB, "
+        f"{stream.stat().st_size / (1 << 20):.0f} MiB), piped to `keeptar load -`. One run "
+        "each, side by side in one run of `benchmarks/bench_zstd_window.py`; the README "
+        "promises a peak RSS under 300 MiB.",
+        "",
+        "| command | seconds | MiB/s | peak RSS MiB | command CPU s | emulator CPU s |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [table_row(label, result, size_mib) for label, result in rows]
+    report = "\n".join(lines) + "\n"
+    print(report)
+    if "--write" in sys.argv:
+        write_section(report, HEADING)
+
+
+if __name__ == "__main__":
+    main()
