@@ -53,6 +53,7 @@ class ByteSource:
         self.size: int | None = None
         self.seekable = False
         self.is_pipe = False
+        self.is_socket = False
         #: if set, called as ``on_read(offset, data)`` with every chunk :meth:`read` returns
         self.on_read: Callable[[int, bytes], None] | None = None
         with contextlib.suppress(AttributeError, OSError, io.UnsupportedOperation):
@@ -60,6 +61,7 @@ class ByteSource:
         if self._fd is not None:
             mode = os.fstat(self._fd).st_mode
             self.is_pipe = stat.S_ISFIFO(mode)
+            self.is_socket = stat.S_ISSOCK(mode)
             if stat.S_ISREG(mode):
                 self.size = os.fstat(self._fd).st_size
                 self.seekable = True
@@ -200,9 +202,9 @@ def run_tar_stream(
             (trailing bytes after the archive included); nothing is skipped then.
         progress: called with the number of source bytes consumed so far.
         drain: read the source to its end after the archive ends (default: a real
-            pipe, so its writer does not fail on a closed pipe, or a regular file
-            when there is a tap; never a character device such as ``/dev/zero``).
-            A pipe is drained for at most :data:`DRAIN_LIMIT` bytes.
+            pipe or socket, so its writer does not fail on a closed pipe, or a
+            regular file when there is a tap; never a character device such as
+            ``/dev/zero``).  A stream is drained for at most :data:`DRAIN_LIMIT` bytes.
         reader: the tar reader to use (a fresh one by default).
         on_window: called with a zstd stream's window size (the largest so far)
             when a frame header announces a larger one, before that frame's
@@ -214,7 +216,7 @@ def run_tar_stream(
     """
     reader = reader or TarReader()
     if drain is None:
-        drain = source.is_pipe or (tap is not None and source.seekable)
+        drain = source.is_pipe or source.is_socket or (tap is not None and source.seekable)
     first = source.read(READ_SIZE)
     while 0 < len(first) < MAGIC_LENGTH:
         more = source.read(READ_SIZE)
