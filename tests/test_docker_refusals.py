@@ -106,6 +106,9 @@ CASES: dict[str, tuple[Callable[[], Extra], bool]] = {
     ),
     "file through a symlink loop": (lambda: [_link("lp", "lp", SYM), _file("lp/x")], True),
     "file under a file": (lambda: [_file("manifest.json/x")], True),
+    "name of 255 bytes": (lambda: [_file("n" * 255)], False),
+    "name of 256 bytes (NAME_MAX)": (lambda: [_file("n" * 256)], True),
+    "path of 4200 bytes (PATH_MAX)": (lambda: [_file("/".join(["d" * 199] * 21))], True),
 }
 
 

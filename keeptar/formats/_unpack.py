@@ -10,31 +10,41 @@ the extracting process chrooted into it (moby ``pkg/chrootarchive``, unpacking a
   to be a directory, or ``link(2)`` fails and Docker refuses the whole archive;
 - a member whose parent directory is reached through a symlink needs that
   symlink to lead to a directory that exists (inside the chroot), or creating
-  it fails and Docker refuses the whole archive.
+  it fails and Docker refuses the whole archive;
+- names longer than Linux allows (``PATH_MAX``, ``NAME_MAX``) fail too.
 
 :class:`UnpackCheck` replays these rules on member headers as they arrive,
-keeping only the tree of names (no data), and records the first member Docker
-would refuse, plus members Docker would read in place of others keeptar reads.
-Checked against dockerd 20.10 by ``tests/test_docker_refusals.py``.
+keeping only a tree of names (no data; each step a dictionary look-up, so a
+hostile archive of long or many names costs time linear in its headers), and
+records the first member Docker would refuse, plus members Docker would write
+over others that keeptar reads.  Checked against dockerd 20.10 by
+``tests/test_docker_refusals.py``.
 """
 
 from __future__ import annotations
 
-import posixpath
-from dataclasses import dataclass
-
 from keeptar.streaming import MemberHeader, MemberType
 
-__all__ = ["UnpackCheck"]
+__all__ = ["UnpackCheck", "chroot_path"]
 
-_DIR = "dir"
 _MAX_SYMLINK_HOPS = 40  # Linux's MAXSYMLINKS
+_PATH_MAX = 4096  # bytes, with the terminating NUL
+_NAME_MAX = 255
 
 
-@dataclass(frozen=True, slots=True)
 class _Node:
-    kind: str  # "dir", "file", "symlink", "other"
-    target: str = ""  # a symlink's target, as stored
+    """A directory, file, symlink or other entry of the replayed tree."""
+
+    __slots__ = ("children", "kind", "name", "parent", "target")
+
+    def __init__(
+        self, kind: str, name: str = "", parent: _Node | None = None, target: str = ""
+    ) -> None:
+        self.kind = kind  # "dir", "file", "symlink", "other"
+        self.name = name
+        self.parent = parent or self  # the root is its own parent, as in a chroot
+        self.target = target  # a symlink's target, as stored
+        self.children: dict[str, _Node] | None = {} if kind == "dir" else None
 
 
 def chroot_path(name: str) -> str:
@@ -51,8 +61,8 @@ def chroot_path(name: str) -> str:
     return "/".join(parts)
 
 
-class _Missing(Exception):
-    """A path does not resolve to something that exists."""
+class _Refused(Exception):
+    """Docker's extraction would fail here."""
 
 
 class UnpackCheck:
@@ -61,19 +71,18 @@ class UnpackCheck:
     Attributes:
         refusal: why ``docker load`` would refuse the archive (the first reason),
             or None.
-        shadowed: members Docker writes over another member keeptar reads by
-            that name (``../manifest.json`` over ``manifest.json``), as
-            ``(name, path it lands at)``.
     """
 
     def __init__(self) -> None:
-        self._nodes: dict[str, _Node] = {"": _Node(_DIR)}
+        self._root = _Node("dir")
         self.refusal: str | None = None
         self._climbers: list[tuple[str, str]] = []
         self._plain: set[str] = set()
 
     @property
     def shadowed(self) -> list[tuple[str, str]]:
+        """Members Docker writes over another member keeptar reads by that name
+        (``../manifest.json`` over ``manifest.json``), as ``(name, where it lands)``."""
         return [(name, at) for name, at in self._climbers if at in self._plain]
 
     def add(self, header: MemberHeader) -> None:
@@ -85,87 +94,114 @@ class UnpackCheck:
             self._climbers.append((header.name, name))
         else:
             self._plain.add(header.path)
-        if not name:
-            return  # the root itself
         try:
-            self._extract(name, header)
-        except _Missing as exc:
-            self.refusal = f"member {header.name!r}: {exc}"
+            _check_length(name)
+            if header.type in (MemberType.SYMLINK, MemberType.HARDLINK):
+                _check_length(header.linkname)
+            if name:  # not the root itself
+                self._extract(name.split("/"), header)
+        except _Refused as exc:
+            self.refusal = f"member {_short(header.name)}: {exc}"
 
-    def _extract(self, name: str, header: MemberHeader) -> None:
-        parent, base = posixpath.split(name)
-        if self._lookup(parent, follow_last=False) is None:
-            self._mkdir_all(parent, header)
-        directory = self._resolve(parent, follow_last=True)
-        if directory is None or self._nodes[directory].kind != _DIR:
-            raise _Missing(f"its directory {parent!r} leads nowhere inside the archive")
-        path = posixpath.join(directory, base) if directory else base
-        existing = self._nodes.get(path)
+    def _extract(self, parts: list[str], header: MemberHeader) -> None:
+        parent_parts, base = parts[:-1], parts[-1]
+        if self._walk(self._root, parent_parts, follow_last=False) is None:
+            self._mkdir_all(parent_parts)
+        directory = self._walk(self._root, parent_parts, follow_last=True)
+        if directory is None or directory.children is None:
+            raise _Refused(
+                f"its directory {_short('/'.join(parent_parts))} leads nowhere inside the archive"
+            )
+        existing = directory.children.get(base)
         is_dir = header.type is MemberType.DIRECTORY
-        if existing is not None and not (existing.kind == _DIR and is_dir):
-            self._remove(path)
+        if existing is not None and not (existing.kind == "dir" and is_dir):
+            del directory.children[base]  # os.RemoveAll
+            existing = None
         if is_dir:
-            self._nodes.setdefault(path, _Node(_DIR))
+            if existing is None:
+                directory.children[base] = _Node("dir", base, directory)
         elif header.type is MemberType.SYMLINK:
-            self._nodes[path] = _Node("symlink", header.linkname)
+            directory.children[base] = _Node("symlink", base, directory, header.linkname)
         elif header.type is MemberType.HARDLINK:
-            target = self._lookup(chroot_path(header.linkname), follow_last=False)
+            target_parts = [p for p in chroot_path(header.linkname).split("/") if p]
+            target = self._walk(self._root, target_parts, follow_last=False)
             if target is None:
-                raise _Missing(
-                    f"a hard link to {header.linkname!r}, which is not in the archive before it"
+                raise _Refused(
+                    f"a hard link to {_short(header.linkname)}, which is not in the archive "
+                    "before it"
                 )
-            if self._nodes[target].kind == _DIR:
-                raise _Missing(f"a hard link to {header.linkname!r}, a directory")
-            self._nodes[path] = self._nodes[target]
+            if target.kind == "dir":
+                raise _Refused(f"a hard link to {_short(header.linkname)}, a directory")
+            directory.children[base] = _Node(target.kind, base, directory, target.target)
         else:
             kind = "file" if header.type is MemberType.FILE else "other"
-            self._nodes[path] = _Node(kind)
+            directory.children[base] = _Node(kind, base, directory)
 
-    def _remove(self, path: str) -> None:
-        self._nodes.pop(path, None)
-        prefix = path + "/"
-        for key in [k for k in self._nodes if k.startswith(prefix)]:
-            del self._nodes[key]
-
-    def _mkdir_all(self, path: str, header: MemberHeader) -> None:
+    def _mkdir_all(self, parts: list[str]) -> None:
         """``os.MkdirAll``: create missing directories, following symlinks on the way."""
-        current = ""
-        for part in path.split("/"):
-            candidate = posixpath.join(current, part) if current else part
-            resolved = self._resolve(candidate, follow_last=True)
-            if resolved is None:
-                if candidate in self._nodes:  # a dangling symlink, or a symlink loop
-                    raise _Missing(f"its directory {path!r} leads nowhere inside the archive")
-                self._nodes[candidate] = _Node(_DIR)
-                resolved = candidate
-            elif self._nodes[resolved].kind != _DIR:
-                raise _Missing(f"its directory {path!r} is not a directory")
-            current = resolved
+        current = self._root
+        for part in parts:
+            assert current.children is not None
+            child = current.children.get(part)
+            if child is None:
+                child = current.children[part] = _Node("dir", part, current)
+            elif child.kind == "symlink":
+                resolved = self._follow(child, [0])
+                if resolved is None:  # dangling, or a loop
+                    raise _Refused(
+                        f"its directory {_short('/'.join(parts))} leads nowhere inside the archive"
+                    )
+                child = resolved
+            if child.children is None:
+                raise _Refused(f"its directory {_short('/'.join(parts))} is not a directory")
+            current = child
 
-    def _lookup(self, path: str, *, follow_last: bool) -> str | None:
-        return self._resolve(path, follow_last=follow_last)
+    def _walk(
+        self, start: _Node, parts: list[str], *, follow_last: bool, hops: list[int] | None = None
+    ) -> _Node | None:
+        """Where *parts* lead from *start* (``..`` stops at the root), or None if nowhere.
 
-    def _resolve(self, path: str, *, follow_last: bool, hops: int = 0) -> str | None:
-        """Where *path* leads inside the chroot (symlinks followed), or None if nowhere."""
-        current = ""
-        parts = [part for part in path.split("/") if part]
+        *hops* counts the symlinks followed in the whole resolution, nested ones too
+        (Linux's limit is on the total), so a hostile tree cannot make it blow up.
+        """
+        hops = [0] if hops is None else hops
+        current = start
         for index, part in enumerate(parts):
-            last = index == len(parts) - 1
-            candidate = posixpath.join(current, part) if current else part
-            node = self._nodes.get(candidate)
-            if node is None:
+            children = current.children
+            if children is None:
+                return None  # not a directory
+            if part == "..":
+                current = current.parent
+                continue
+            if part in ("", "."):
+                continue
+            child = children.get(part)
+            if child is None:
                 return None
-            if node.kind == "symlink" and (follow_last or not last):
-                hops += 1
-                if hops > _MAX_SYMLINK_HOPS:
+            if child.kind == "symlink" and (follow_last or index < len(parts) - 1):
+                followed = self._follow(child, hops)
+                if followed is None:
                     return None
-                base = "" if node.target.startswith("/") else current
-                joined = chroot_path(posixpath.join("/" + base, node.target))
-                resolved = self._resolve(joined, follow_last=True, hops=hops)
-                if resolved is None:
-                    return None
-                candidate = resolved
-            if not last and self._nodes[candidate].kind != _DIR:
-                return None
-            current = candidate
+                child = followed
+            current = child
         return current
+
+    def _follow(self, link: _Node, hops: list[int]) -> _Node | None:
+        """Where symlink *link* leads, or None (dangling, or too many hops)."""
+        hops[0] += 1
+        if hops[0] > _MAX_SYMLINK_HOPS:
+            return None
+        start = self._root if link.target.startswith("/") else link.parent
+        return self._walk(start, link.target.split("/"), follow_last=True, hops=hops)
+
+
+def _check_length(name: str) -> None:
+    encoded = name.encode("utf-8", "surrogateescape")
+    if len(encoded) + 2 > _PATH_MAX:  # "/" + name + NUL
+        raise _Refused(f"a name of {len(encoded)} bytes, longer than Linux allows (PATH_MAX)")
+    if any(len(part) > _NAME_MAX for part in encoded.split(b"/")):
+        raise _Refused(f"a name component over {_NAME_MAX} bytes (NAME_MAX)")
+
+
+def _short(name: str) -> str:
+    return repr(name if len(name) <= 80 else name[:77] + "...")
