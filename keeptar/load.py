@@ -43,12 +43,7 @@ from keeptar.errors import (
     UsageError,
 )
 from keeptar.formats import ArchiveScanner, ImageInfo, read_images
-from keeptar.keep.blocks import (
-    BlockWriter,
-    KeepFileReader,
-    StoredStream,
-    store_file,
-)
+from keeptar.keep.blocks import BlockWriter, KeepFileReader, StoredStream, store_file
 from keeptar.keep.manifest import (
     BLOCK_SIZE,
     is_collection_ref,

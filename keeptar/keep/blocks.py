@@ -39,8 +39,8 @@ __all__ = [
 MEMORY_BUDGET = 300 << 20
 #: Resident memory besides block buffers, copies and a zstd window: the interpreter,
 #: its libraries and the Arvados SDK (``benchmarks/bench_zstd_window.py``: ~70 MiB on
-#: Arvados, ~45 MiB on the embedded store).
-BASELINE_MEMORY = 72 << 20
+#: Arvados, ~45 MiB on the embedded store), with a margin.
+BASELINE_MEMORY = 80 << 20
 _MIN_BLOCK_SIZE = 1 << 20
 
 
@@ -124,27 +124,35 @@ class BlockWriter:
     def fit_window(self, window: int) -> None:
         """Make room for a decompressor holding *window* bytes within :data:`MEMORY_BUDGET`.
 
-        Fewer blocks in flight first, down to none (each block stored on the calling
-        thread as soon as it is full); then, if one block and the store's copy of it
-        still do not fit, smaller blocks from the next block on (Keep blocks may be
-        any size up to 64 MiB).  Never raises a limit.
+        Fewer blocks in flight first, then smaller blocks (Keep blocks may be any size
+        up to 64 MiB; the change applies from the next block) with at least one block
+        in flight so that storing overlaps reading, and only as a last resort none
+        (each block stored on the calling thread as soon as it is full).  Never raises
+        a limit.
         """
         available = MEMORY_BUDGET - BASELINE_MEMORY - window
         block, in_flight = self._next_block_size, self._in_flight
-        while self._buffers_needed(in_flight) * block > available:
-            if in_flight:
-                in_flight -= 1
-            elif block > _MIN_BLOCK_SIZE:
-                block //= 2
-            else:
-                break
-        self.limit_in_flight(in_flight)
-        self._next_block_size = block
+        choice = None
+        size = block
+        while choice is None and size >= _MIN_BLOCK_SIZE:
+            for count in range(in_flight, 0, -1):
+                if self._buffers_needed(count) * size <= available:
+                    choice = (size, count)
+                    break
+            size //= 2
+        if choice is None:  # nothing in flight, the largest block that fits
+            size = block
+            while self._buffers_needed(0) * size > available and size > _MIN_BLOCK_SIZE:
+                size //= 2
+            choice = (size, 0)
+        self.limit_in_flight(choice[1])
+        self._next_block_size = choice[0]
 
     def _buffers_needed(self, in_flight: int) -> int:
-        """Blocks held at once: buffers, plus for a detached store its private copies."""
+        """Blocks held at once: buffers, plus for a detached store its private copies
+        (with none in flight, its own copy of the block being stored)."""
         if self._detach:
-            return 1 + max(1, in_flight)  # with none in flight, the store's own copy
+            return 1 + max(1, in_flight)
         return 1 + in_flight
 
     def _take_buffer(self) -> mmap.mmap:
