@@ -40,6 +40,7 @@ def inspect_source(
         images=tuple(images),
         tar_bytes=result.tar_bytes,
         verified=verify,
+        warnings=scanner.scan.docker_load_problems(),
     )
 
 

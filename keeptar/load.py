@@ -20,9 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -68,6 +70,7 @@ from keeptar.formats import ArchiveScanner, ImageInfo, read_images
 from keeptar.formats.loadable import Rewrite
 from keeptar.keep.blocks import BlockWriter, KeepFileReader, StoredStream, store_file
 from keeptar.keep.manifest import (
+    BLOCK_SIZE,
     is_collection_ref,
     is_portable_data_hash,
     manifest_from_segments,
@@ -168,7 +171,8 @@ def detect_source(
 
     Without *forced*: no argument or ``-`` is standard input (no argument only
     when stdin is not a terminal); an existing path is a file, or an arv-mount
-    path when it lies inside a mounted collection; a PDH or collection UUID is
+    path when it lies inside a mounted collection; a named pipe (``mkfifo``, or
+    ``<(…)`` as a ``/dev/fd/N`` path) is a file read as a stream; a PDH or collection UUID is
     a collection.  Anything else is an error, never a guess: ``--from docker``
     is needed to save an image from the local daemon.
 
@@ -184,7 +188,9 @@ def detect_source(
             return forced, "-"
         if not argument or argument == "-":
             raise UsageError(f"--from {forced.value} needs a source argument")
-        if forced in (SourceKind.FILE, SourceKind.ARV_MOUNT) and not Path(argument).is_file():
+        if forced is SourceKind.FILE and not (Path(argument).is_file() or _is_stream(argument)):
+            raise UsageError(f"{argument}: no such file")
+        if forced is SourceKind.ARV_MOUNT and not Path(argument).is_file():
             raise UsageError(f"{argument}: no such file")
         if forced is SourceKind.COLLECTION and not is_collection_ref(argument):
             raise UsageError(f"{argument!r} is not a collection PDH or UUID")
@@ -202,6 +208,8 @@ def detect_source(
     if path.is_file():
         kind = SourceKind.ARV_MOUNT if _mount_file(path) else SourceKind.FILE
         return kind, argument
+    if _is_stream(argument):  # a FIFO, or <(…) (/dev/fd/N): read as a stream, as stdin
+        return SourceKind.FILE, argument
     if is_collection_ref(argument):
         return SourceKind.COLLECTION, argument
     raise UsageError(
@@ -211,6 +219,12 @@ def detect_source(
 
 
 # ---- choosing and checking the image ---------------------------------------------------
+
+
+def _refuse_what_docker_refuses(problems: Sequence[str]) -> None:
+    """crunch-run runs images with ``docker load``: store nothing it would refuse."""
+    if problems:
+        raise ArchiveError(problems[0])
 
 
 def _choose_image(images: Sequence[ImageInfo], wanted: str | None) -> ImageInfo:
@@ -430,8 +444,12 @@ def _load_stream(
     backend = target.backend
     scanner = ArchiveScanner()
     with BlockWriter(backend.put_block, detach=not backend.stores_in_place) as writer:
-        run_tar_stream(source, scanner, tap=writer.write, progress=progress)
+        # The README's memory promise, whatever window a zstd --long stream announces:
+        run_tar_stream(
+            source, scanner, tap=writer.write, progress=progress, on_window=writer.fit_window
+        )
         _, images = read_images(scanner.scan)
+        _refuse_what_docker_refuses(scanner.scan.docker_load_problems())
         image = _choose_image(images, image_ref)
         _check_format(backend, image, force_image_format)
         _check_names(target, image)
@@ -475,7 +493,13 @@ def _load_plain_file(
     backend = target.backend
     assert source.fd is not None
     status = os.fstat(source.fd)
-    scan, images = scan_archive(source)
+    parsed = _ParsedBytes(source.name)
+    source.on_read = parsed.record
+    try:
+        scan, images = scan_archive(source)
+    finally:
+        source.on_read = None
+    _refuse_what_docker_refuses(scan.docker_load_problems())
     image = _choose_image(images, image_ref)
     _check_format(backend, image, force_image_format)
     _check_names(target, image)
@@ -495,6 +519,7 @@ def _load_plain_file(
         is_stored=backend.has_block
         if backend.confirms_stored_blocks and not target.force
         else None,
+        check=parsed.check,
     )
     if _identity(os.fstat(source.fd)) != _identity(status):
         raise ArchiveError(f"{source.name} changed while it was being loaded; load it again")
@@ -521,6 +546,7 @@ def _load_collection_file(
         )
     reader.seek(0)
     scan, images = scan_archive(ByteSource(reader, reader.name))  # type: ignore[arg-type]
+    _refuse_what_docker_refuses(scan.docker_load_problems())
     image = _choose_image(images, image_ref)
     _check_format(backend, image, force_image_format)
     _check_names(target, image)
@@ -728,9 +754,56 @@ def _once(warn: Callable[[str], None] | None) -> Callable[[str], None] | None:
     return once
 
 
-def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
-    """What tells a file's content changed: device, inode, size, modification time."""
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+def _identity(info: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What tells a file's content changed: device, inode, size, modification and change time."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+class _ParsedBytes:
+    """Digests of the byte ranges a metadata pass read, to check the stored blocks against.
+
+    The tar reader's result depends only on the bytes it was fed (what it skipped
+    it never saw), so if every range it read is the same in the stored blocks, the
+    stored file parses to the same images, IDs and tags.  Ranges are cut at Keep
+    block boundaries and kept as sha256 digests: memory is a few bytes per range.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._ranges: dict[int, list[tuple[int, int, bytes]]] = {}
+
+    def record(self, offset: int, data: bytes) -> None:
+        """Remember that the bytes at *offset* were *data*."""
+        view = memoryview(data)
+        while len(view):
+            block, within = divmod(offset, BLOCK_SIZE)
+            count = min(len(view), BLOCK_SIZE - within)
+            digest = hashlib.sha256(view[:count]).digest()
+            self._ranges.setdefault(block * BLOCK_SIZE, []).append((within, count, digest))
+            offset += count
+            view = view[count:]
+
+    def check(self, offset: int, block: memoryview) -> None:
+        """Check the block stored at *offset* against what was read there.
+
+        Raises:
+            ArchiveError: a range differs: the file was rewritten during the load.
+        """
+        for within, count, digest in self._ranges.get(offset, ()):
+            if hashlib.sha256(block[within : within + count]).digest() != digest:
+                raise ArchiveError(
+                    f"{self._name} changed while it was being loaded (byte {offset + within} "
+                    "on differs from what was read); load it again"
+                )
+
+
+def _is_stream(path: str) -> bool:
+    """Whether *path* is a named pipe or a socket (read once, as standard input is)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def _is_plain_file(source: ByteSource) -> bool:

@@ -11,6 +11,8 @@ import hashlib
 import io
 import json
 import os
+import subprocess
+import sys
 import tarfile
 import zipfile
 from pathlib import Path
@@ -259,3 +261,80 @@ def test_the_capture_cap_is_configurable_and_reported() -> None:
         run_tar_stream(source, scanner)
     with pytest.raises(ArchiveError, match=f"is {size} bytes, over the {size - 1}-byte cap"):
         read_images(scanner.scan)
+
+
+# ---- issue 8 §4: endless input and hostile JSON nesting ------------------------------------
+
+
+def _inspect_stream(command: list[str], *args: str) -> subprocess.CompletedProcess[bytes]:
+    """`keeptar inspect ARGS -` reading from the stdout of *command* (a real pipe)."""
+    writer = subprocess.Popen(command, stdout=subprocess.PIPE)
+    try:
+        return subprocess.run(
+            [sys.executable, "-m", "keeptar", "inspect", *args, "-"],
+            stdin=writer.stdout,
+            capture_output=True,
+            timeout=60,  # today's code never ends: the timeout is the failure
+        )
+    finally:
+        writer.kill()
+        writer.wait()
+        assert writer.stdout is not None
+        writer.stdout.close()
+
+
+def test_dev_zero_ends() -> None:
+    """Endless zeros are an empty tar followed by more zeros: read no further than its end."""
+    result = subprocess.run(
+        [sys.executable, "-m", "keeptar", "inspect", "/dev/zero"],
+        capture_output=True,
+        timeout=60,
+    )
+    assert_clean_failure(result, ARCHIVE_ERROR, "no manifest.json")
+
+
+@pytest.mark.parametrize("fixture", ["docker-v2-app.tar", "docker-v2-app.tar.gz"])
+def test_a_pipe_that_never_ends_after_the_archive_is_given_up_on(fixture: str) -> None:
+    archive = fixture_path(fixture)
+    result = _inspect_stream(["sh", "-c", 'cat "$1"; exec cat /dev/zero', "-", str(archive)])
+    assert_clean_failure(result, ARCHIVE_ERROR, "after the end of the archive")
+
+
+def test_a_pipe_with_some_padding_after_the_archive_is_drained() -> None:
+    """Trailing bytes under the limit (tar record padding and more) are read and ignored."""
+    result = _inspect_stream(
+        ["sh", "-c", 'cat "$1"; head -c 3000000 /dev/zero', "-", str(APP)], "--json"
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout)["images"]
+
+
+DEEP = 200_000
+
+
+def test_deeply_nested_manifest_is_a_bad_archive(tmp_path: Path) -> None:
+    path = rewrite(tmp_path, {"manifest.json": b"[" * DEEP + b"]" * DEEP})
+    assert_clean_failure(inspect(path), ARCHIVE_ERROR, "nested too deeply")
+
+
+def deep_config_archive(tmp_path: Path) -> Path:
+    """APP with its config replaced by a deeply nested one (named by its digest, as it must)."""
+    doc = manifest()
+    old = str(doc[0]["Config"])
+    config = b'{"architecture":"amd64","os":"linux","x":' + b"[" * DEEP + b"]" * DEEP + b"}"
+    new = hashlib.sha256(config).hexdigest() + ".json"
+    doc[0]["Config"] = new
+    out = []
+    for info, data in members_of(APP):
+        if info.name == old:
+            info.name, data = new, config
+        elif info.name == "manifest.json":
+            data = json.dumps(doc).encode()
+        out.append((info, data))
+    return write_tar(tmp_path / "deep-config.tar", out)
+
+
+def test_deeply_nested_config_is_a_bad_archive(tmp_path: Path) -> None:
+    path = deep_config_archive(tmp_path)
+    assert_clean_failure(inspect(path), ARCHIVE_ERROR, "nested too deeply")
+    assert_clean_failure(inspect("-", data=path.read_bytes()), ARCHIVE_ERROR, "nested too deeply")

@@ -66,6 +66,8 @@ def inspect_command(
         emit_json(info.to_json())
     else:
         typer.echo(render_text(info))
+    for warning in info.warnings:
+        typer.echo(f"keeptar: warning: {warning}", err=True)
     if note:
         typer.echo(note, err=True)
 

@@ -29,8 +29,9 @@ def load_command(
     source: Annotated[
         str | None,
         typer.Argument(
-            help="A .tar file (plain or gzip/zstd/xz/bzip2), - for standard input, an "
-            "arv-mount path, a collection PDH or UUID, or with --from docker an image name.",
+            help="A .tar file (plain or gzip/zstd/xz/bzip2) or named pipe, - for standard "
+            "input, an arv-mount path, a collection PDH or UUID, or with --from docker an "
+            "image name.",
             show_default=False,
         ),
     ] = None,
