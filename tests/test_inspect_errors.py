@@ -259,3 +259,21 @@ def test_the_capture_cap_is_configurable_and_reported() -> None:
         run_tar_stream(source, scanner)
     with pytest.raises(ArchiveError, match=f"is {size} bytes, over the {size - 1}-byte cap"):
         read_images(scanner.scan)
+
+
+def test_verify_needs_a_scan_that_hashed() -> None:
+    from keeptar.formats import ArchiveScanner, read_images
+    from keeptar.streaming.sources import open_source, run_tar_stream
+
+    unhashed = ArchiveScanner()
+    with open_source(APP) as source:
+        run_tar_stream(source, unhashed)
+    assert not unhashed.scan.digested
+    with pytest.raises(ValueError, match=r"digest=True"):
+        read_images(unhashed.scan, verify=True)
+
+    hashed = ArchiveScanner(digest=True)
+    with open_source(APP) as source:
+        run_tar_stream(source, hashed)
+    assert hashed.scan.digested
+    read_images(hashed.scan, verify=True)  # the real fixture's layers match
