@@ -180,8 +180,6 @@ def run_tar_stream(
     *,
     tap: Callable[[bytes], None] | None = None,
     progress: Callable[[int], None] | None = None,
-    drain: bool | None = None,
-    reader: TarReader | None = None,
 ) -> StreamResult:
     """Read *source* to the end of its tar archive, passing every event to *handle*.
 
@@ -192,16 +190,15 @@ def run_tar_stream(
         tap: if given, receives every byte of the decompressed stream, in order
             (trailing bytes after the archive included); nothing is skipped then.
         progress: called with the number of source bytes consumed so far.
-        drain: read the source to its end after the archive ends (default: unless
-            the source is a seekable file and there is no tap).
-        reader: the tar reader to use (a fresh one by default).
+
+    After the archive ends, the rest of the source is read too (drained) unless
+    it is a seekable file and there is no tap.
 
     Raises:
         ArchiveError: the stream is not a readable (possibly compressed) tar.
     """
-    reader = reader or TarReader()
-    if drain is None:
-        drain = tap is not None or not source.seekable
+    reader = TarReader()
+    drain = tap is not None or not source.seekable
     first = source.read(READ_SIZE)
     while 0 < len(first) < MAGIC_LENGTH:
         more = source.read(READ_SIZE)
