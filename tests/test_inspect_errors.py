@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import os
 import tarfile
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from archive_edit import members_of, rewrite_archive, write_tar
 from conftest import fixture_path, run_keeptar
 
 APP = fixture_path("docker-v2-app.tar")
@@ -25,30 +25,11 @@ VERIFY_ERROR = 4
 USAGE_ERROR = 2
 
 
-def members_of(path: Path) -> list[tuple[tarfile.TarInfo, bytes | None]]:
-    with tarfile.open(path) as tar:
-        return [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar]  # type: ignore[union-attr]
-
-
-def write_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
-    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return path
-
-
 def rewrite(tmp_path: Path, change: dict[str, bytes | None], *, extra=()) -> Path:  # type: ignore[no-untyped-def]
     """The APP fixture with members replaced (bytes), removed (None), plus extra members."""
-    out = []
-    for info, data in members_of(APP):
-        if info.name in change:
-            if change[info.name] is None:
-                continue
-            data = change[info.name]
-        out.append((info, data))
-    return write_tar(tmp_path / "changed.tar", out + list(extra))
+    return rewrite_archive(
+        APP, tmp_path / "changed.tar", change, extra=extra, format=tarfile.GNU_FORMAT
+    )
 
 
 def manifest() -> list[dict[str, object]]:
@@ -115,7 +96,7 @@ def test_corrupt_header_checksum(tmp_path: Path) -> None:
 
 def test_tar_of_ordinary_files(tmp_path: Path) -> None:
     info = tarfile.TarInfo("notes/readme.txt")
-    path = write_tar(tmp_path / "plain.tar", [(info, b"just a file\n")])
+    path = write_tar(tmp_path / "plain.tar", [(info, b"just a file\n")], format=tarfile.GNU_FORMAT)
     assert_clean_failure(inspect(path), ARCHIVE_ERROR, "not a container image archive")
 
 
