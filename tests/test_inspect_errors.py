@@ -212,20 +212,39 @@ def test_directory_argument(tmp_path: Path) -> None:
     assert_clean_failure(inspect(tmp_path), USAGE_ERROR, "is a directory")
 
 
-def test_broken_stdout_is_quiet() -> None:
-    read_end, write_end = os.pipe()
-    os.close(read_end)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["inspect", str(APP)],
+        ["inspect", "--json", str(APP)],
+        ["images"],
+        ["images", "--json"],
+        ["info"],
+        ["info", "--json"],
+        ["--version"],
+        ["--help"],
+        ["load", "--help"],
+    ],
+    ids=lambda args: " ".join(arg.rsplit("/", 1)[-1] for arg in args),
+)
+def test_broken_stdout_is_quiet(args: list[str], local_home: Path) -> None:
+    """A reader that goes away (`keeptar images | head -1`): status 141, nothing on stderr."""
     import subprocess
     import sys
 
-    result = subprocess.run(
-        [sys.executable, "-m", "keeptar", "inspect", "--json", str(APP)],
-        stdout=write_end,
-        stderr=subprocess.PIPE,
-        timeout=60,
-    )
-    os.close(write_end)
-    assert b"Traceback" not in result.stderr
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stdout fails with EPIPE
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "keeptar", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert result.stderr == b""
+    assert result.returncode == 141
 
 
 def test_the_capture_cap_is_configurable_and_reported() -> None:
