@@ -18,7 +18,6 @@ and no links; loading again is always safe.
 from __future__ import annotations
 
 import contextlib
-import enum
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from keeptar._source_kind import SourceKind
 from keeptar.archive import find_image_file, inspect_source
 from keeptar.backends import Backend, Record
 from keeptar.catalog.images import HASH_LINK, REPO_TAG_LINK, ensure_link, find_image_collections
@@ -55,16 +55,6 @@ from keeptar.streaming.sources import ByteSource, open_source, run_tar_stream
 __all__ = ["LoadResult", "SourceKind", "detect_source", "load_image"]
 
 _MOUNT_RECORD = ".arvados#collection"
-
-
-class SourceKind(str, enum.Enum):
-    """Where ``keeptar load`` reads the image from (``--from``)."""
-
-    FILE = "file"
-    STDIN = "stdin"
-    ARV_MOUNT = "arv-mount"
-    COLLECTION = "collection"
-    DOCKER = "docker"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperGroup
 
+from keeptar.cli._coerce import light_coercion
 from keeptar.errors import KeeptarError
 
 __all__ = [
@@ -68,15 +69,22 @@ def _quiet_broken_stdout() -> Iterator[None]:
 
 
 class _KeeptarGroup(TyperGroup):
-    """The root command: a closed stdout ends any command quietly.
+    """The root command: a closed stdout ends any command quietly, and start-up is short.
 
     typer would catch the BrokenPipeError itself and exit 1, like any other error;
     catching it here first gives every command, human or ``--json``, one status.
+    Options of plain types are converted without pydantic (see :mod:`keeptar.cli._coerce`).
     """
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # ctx: a click Context
+        light_coercion(self, ctx)
         with _quiet_broken_stdout():  # eager options print here: --help, --version
             return super().parse_args(ctx, args)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        light_coercion(command, ctx)
+        return command
 
     def invoke(self, ctx: Any) -> Any:
         with _quiet_broken_stdout():

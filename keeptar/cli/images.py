@@ -6,9 +6,6 @@ from typing import Annotated
 
 import typer
 
-from keeptar.backends import open_backend
-from keeptar.catalog.images import list_images
-from keeptar.catalog.references import parse_image_ref
 from keeptar.cli._app import BackendOption, JsonOption, app, emit_json, reporting_errors
 
 
@@ -27,6 +24,10 @@ def images_command(
     as_json: JsonOption = False,
 ) -> None:
     """List images, preferred first (newest image timestamp, then newest link)."""
+    from keeptar.backends import open_backend
+    from keeptar.catalog.images import list_images
+    from keeptar.catalog.references import parse_image_ref
+
     with reporting_errors():
         store = open_backend(backend, quiet=True)
         repo = tag = None

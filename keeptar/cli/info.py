@@ -6,7 +6,6 @@ from typing import Any
 
 import typer
 
-from keeptar.backends import open_backend
 from keeptar.cli._app import BackendOption, JsonOption, app, emit_json, reporting_errors
 
 
@@ -16,6 +15,8 @@ def info_command(
     as_json: JsonOption = False,
 ) -> None:
     """Show the storage backend, the user, and the image formats the cluster accepts."""
+    from keeptar.backends import open_backend
+
     with reporting_errors():
         store = open_backend(backend, quiet=True)
         facts = store.server_facts()

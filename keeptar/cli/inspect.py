@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from keeptar.archive import inspect_collection, inspect_source
-from keeptar.backends import open_backend
 from keeptar.cli._app import (
     BackendOption,
     JsonOption,
@@ -18,9 +16,9 @@ from keeptar.cli._app import (
     progress_reporter,
     reporting_errors,
 )
-from keeptar.formats import ArchiveInfo
-from keeptar.keep.manifest import is_collection_ref
-from keeptar.streaming.sources import open_source
+
+if TYPE_CHECKING:
+    from keeptar.formats import ArchiveInfo
 
 
 @app.command("inspect")
@@ -48,8 +46,13 @@ def inspect_command(
     Layer data is skipped unless --verify is given; for a collection, only the
     Keep blocks holding headers and metadata are fetched.
     """
+    from keeptar.archive import inspect_collection, inspect_source
+    from keeptar.streaming.sources import open_source
+
     with reporting_errors():
         if _is_collection(target):
+            from keeptar.backends import open_backend
+
             store = open_backend(backend, quiet=True)
             info, fetched, blocks = inspect_collection(store, target, verify=verify)
             note = f"read {fetched} of {blocks} Keep blocks"
@@ -71,6 +74,8 @@ def inspect_command(
 def _is_collection(target: str) -> bool:
     if target == "-" or Path(target).exists():
         return False
+    from keeptar.keep.manifest import is_collection_ref
+
     return is_collection_ref(target)
 
 

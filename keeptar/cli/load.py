@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from keeptar.backends import open_backend
+from keeptar._source_kind import SourceKind
 from keeptar.cli._app import (
     BackendOption,
     JsonOption,
@@ -17,7 +17,6 @@ from keeptar.cli._app import (
     progress_reporter,
     reporting_errors,
 )
-from keeptar.load import SourceKind, load_image
 
 
 @app.command("load")
@@ -69,6 +68,9 @@ def load_command(
     Prints the collection UUID.  Loading an image that is already stored reuses it:
     no new upload, collection or links.  Nothing is left registered if it fails.
     """
+    from keeptar.backends import open_backend
+    from keeptar.load import load_image
+
     with reporting_errors():
         store = open_backend(backend, quiet=True)
         total = os.path.getsize(source) if source and os.path.isfile(source) else None
