@@ -75,11 +75,13 @@ def with_new_config(
     edit: Callable[[dict[str, Any]], None] | None = None,
     *,
     layers: Mapping[int, bytes] | None = None,
+    edit_manifest: Callable[[dict[str, Any]], None] | None = None,
 ) -> Path:
     """A copy of the manifest.json archive *source* whose first image is changed.
 
-    *edit* changes its config in place; *layers* replaces layers (index in the
-    manifest to new bytes) and sets their diff IDs to match.  The config gets
+    *edit* changes its config in place, *edit_manifest* its manifest.json entry;
+    *layers* replaces layers (index in the manifest to new bytes) and sets their
+    diff IDs to match.  The config gets
     the file name of its new sha256, as `docker save` names it, and manifest.json
     follows, so the result is a consistent image with a new ID.
     """
@@ -89,6 +91,8 @@ def with_new_config(
     config = json.loads(data[old_config] or b"")
     if edit is not None:
         edit(config)
+    if edit_manifest is not None:
+        edit_manifest(manifest[0])
     change: dict[str, bytes | None] = {}
     for index, body in (layers or {}).items():
         change[manifest[0]["Layers"][index]] = body

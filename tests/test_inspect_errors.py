@@ -13,10 +13,11 @@ import os
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from archive_edit import members_of, rewrite_archive, write_tar
+from archive_edit import members_of, rewrite_archive, with_new_config, write_tar
 from conftest import fixture_path, run_keeptar
 
 APP = fixture_path("docker-v2-app.tar")
@@ -245,6 +246,30 @@ def test_broken_stdout_is_quiet(args: list[str], local_home: Path) -> None:
         os.close(write_end)
     assert result.stderr == b""
     assert result.returncode == 141
+
+
+def test_head_closing_a_long_output_is_quiet(tmp_path: Path) -> None:
+    """`keeptar inspect | head -1` where the text far exceeds the pipe buffer."""
+    import subprocess
+    import sys
+
+    def many_layers(entry: dict[str, Any]) -> None:
+        entry["Layers"] *= 1000
+
+    def many_diff_ids(config: dict[str, Any]) -> None:
+        config["rootfs"]["diff_ids"] *= 1000
+
+    path = with_new_config(
+        APP, tmp_path / "many.tar", many_diff_ids, edit_manifest=many_layers
+    )
+    full = run_keeptar("inspect", str(path))
+    assert full.returncode == 0 and len(full.stdout) > 1 << 17  # 2x a pipe buffer
+    script = '"$0" -m keeptar inspect "$1" | head -1; echo "status ${PIPESTATUS[0]}" >&2'
+    result = subprocess.run(
+        ["bash", "-c", script, sys.executable, str(path)], capture_output=True, timeout=120
+    )
+    assert result.stdout == full.stdout.splitlines(keepends=True)[0]
+    assert result.stderr == b"status 141\n"
 
 
 def test_the_capture_cap_is_configurable_and_reported() -> None:

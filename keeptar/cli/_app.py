@@ -21,6 +21,7 @@ __all__ = [
     "JsonOption",
     "ProgressOption",
     "app",
+    "echo",
     "emit_json",
     "main",
     "progress_reporter",
@@ -145,9 +146,28 @@ def reporting_errors() -> Iterator[None]:
         raise fail("interrupted", 130) from None
 
 
+def echo(text: str) -> None:
+    """Print *text* and a newline on stdout: all of it, or raise BrokenPipeError.
+
+    Python's buffered stdout can cut a large write to a pipe short without an
+    error when the reader leaves midway (``keeptar inspect | head -1``), so the
+    bytes go to the file descriptor directly, where every EPIPE is seen.
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        typer.echo(text)
+        return
+    data = (text + "\n").encode(sys.stdout.encoding or "utf-8", sys.stdout.errors or "strict")
+    sys.stdout.flush()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
 def emit_json(doc: Any) -> None:
     """Print *doc* as indented JSON on stdout."""
-    typer.echo(json.dumps(doc, indent=2, sort_keys=False))
+    echo(json.dumps(doc, indent=2, sort_keys=False))
 
 
 @contextlib.contextmanager

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from keeptar.cli._app import BackendOption, JsonOption, app, emit_json, reporting_errors
+from keeptar.cli._app import BackendOption, JsonOption, app, echo, emit_json, reporting_errors
 
 
 @app.command("images")
@@ -45,7 +45,7 @@ def images_command(
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     for row in table:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        typer.echo("   ".join([*cells, row[4]]).rstrip())
+        echo("   ".join([*cells, row[4]]).rstrip())
 
 
 def _when(stamp: str | None) -> str:

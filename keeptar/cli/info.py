@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import typer
-
-from keeptar.cli._app import BackendOption, JsonOption, app, emit_json, reporting_errors
+from keeptar.cli._app import BackendOption, JsonOption, app, echo, emit_json, reporting_errors
 
 
 @app.command("info")
@@ -35,7 +33,7 @@ def info_command(
         return
     for key, value in doc.items():
         shown = ", ".join(value) if isinstance(value, list) else value
-        typer.echo(f"{key.replace('_', ' ').capitalize() + ':':<22}{shown}")
+        echo(f"{key.replace('_', ' ').capitalize() + ':':<22}{shown}")
 
 
 def _location(store: object) -> str:

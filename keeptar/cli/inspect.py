@@ -12,6 +12,7 @@ from keeptar.cli._app import (
     JsonOption,
     ProgressOption,
     app,
+    echo,
     emit_json,
     progress_reporter,
     reporting_errors,
@@ -66,7 +67,7 @@ def inspect_command(
     if as_json:
         emit_json(info.to_json())
     else:
-        typer.echo(render_text(info))
+        echo(render_text(info))
     if note:
         typer.echo(note, err=True)
 

@@ -13,6 +13,7 @@ from keeptar.cli._app import (
     JsonOption,
     ProgressOption,
     app,
+    echo,
     emit_json,
     progress_reporter,
     reporting_errors,
@@ -90,4 +91,4 @@ def load_command(
     if as_json:
         emit_json(result.to_json())
     else:
-        typer.echo(result.uuid)
+        echo(result.uuid)
