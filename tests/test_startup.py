@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from conftest import fixture_path
+from conftest import fixture_path, run_keeptar
 
 APP = fixture_path("docker-v2-app.tar")
 
@@ -71,6 +71,15 @@ def test_inspecting_a_file_imports_no_backend_and_no_pydantic(extra: list[str]) 
     names = imported_modules("inspect", *extra, str(APP))
     assert not roots(names) & HEAVY
     assert not names & {"keeptar.load", "keeptar.backends", "keeptar.catalog.images"}
+    # Only the command that runs is registered (typer builds the options of each).
+    assert not names & {"keeptar.cli.load", "keeptar.cli.images", "keeptar.cli.info"}
+
+
+def test_help_lists_every_command() -> None:
+    from keeptar.cli import COMMANDS
+
+    listed = run_keeptar("--help").stdout.decode().split("Commands:")[1].split()
+    assert set(COMMANDS) <= set(listed)
 
 
 def test_listing_local_images_imports_no_arvados_sdk(local_home: Path) -> None:

@@ -11,22 +11,37 @@ decompressors, rich) only when it runs.
 
 from __future__ import annotations
 
+import importlib
 import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import typer
 
-__all__ = ["app", "main"]
+__all__ = ["COMMANDS", "app", "main"]
 
 
-def _registered_app() -> typer.Typer:
-    # (not named _app: importing the submodule keeptar.cli._app rebinds that name here)
-    """The typer application, with every command registered."""
-    from keeptar.cli import images as _images  # noqa: F401  (registers the command)
-    from keeptar.cli import info as _info  # noqa: F401  (registers the command)
-    from keeptar.cli import inspect as _inspect  # noqa: F401  (registers the command)
-    from keeptar.cli import load as _load  # noqa: F401  (registers the command)
+#: Each command and the module that registers it.
+COMMANDS = {
+    "images": "keeptar.cli.images",
+    "info": "keeptar.cli.info",
+    "inspect": "keeptar.cli.inspect",
+    "load": "keeptar.cli.load",
+}
+
+
+def _registered_app(argv: list[str] | None = None) -> typer.Typer:
+    """The typer application with its commands registered.
+
+    With *argv* naming a command first (``["inspect", …]``), only that command
+    is registered: typer builds every registered command's options on each
+    run, and the others are not needed.  Otherwise (``--help``, a typo to
+    report) all are.
+    """
+    # (Not named _app: importing the submodule keeptar.cli._app rebinds that name here.)
+    wanted = [argv[0]] if argv and argv[0] in COMMANDS else list(COMMANDS)
+    for name in wanted:
+        importlib.import_module(COMMANDS[name])
     from keeptar.cli._app import app
 
     return app
@@ -37,7 +52,7 @@ def main() -> None:
     if sys.argv[1:] == ["--version"]:
         _print_version()
         return
-    _registered_app()
+    _registered_app(sys.argv[1:])
     from keeptar.cli._app import main as run
 
     run()
