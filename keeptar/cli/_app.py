@@ -21,6 +21,7 @@ __all__ = [
     "JsonOption",
     "ProgressOption",
     "app",
+    "discard_stdout",
     "echo",
     "emit_json",
     "main",
