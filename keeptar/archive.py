@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING, BinaryIO
 
 from keeptar.errors import NotFoundError, UsageError
 from keeptar.formats import ArchiveInfo, ArchiveScanner, read_images
-from keeptar.keep.manifest import ManifestFile, parse_manifest
 from keeptar.streaming.sources import ByteSource, open_source, run_tar_stream
 
 if TYPE_CHECKING:
     from keeptar.backends import Backend, Record
+    from keeptar.keep.manifest import ManifestFile
 
 __all__ = ["find_image_file", "inspect_archive", "inspect_collection", "inspect_source"]
 
@@ -69,6 +69,8 @@ def find_image_file(
         UsageError: several ``.tar`` files and no *path* to choose one (as crunch-run).
     """
     record = backend.get_collection(collection)
+    from keeptar.keep.manifest import parse_manifest  # only collections need it
+
     files = parse_manifest(record["manifest_text"])
     if path:
         for item in files:
