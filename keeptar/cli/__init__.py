@@ -4,9 +4,11 @@ Each command parses its options, calls the API, and renders the result as
 text or ``--json`` on stdout.  Errors become one line on stderr and the exit
 code of their :mod:`keeptar.errors` class; progress goes to stderr.
 
-Start-up is kept short: ``keeptar --version`` answers before typer is
-imported, and each command imports what it needs (backends, the Arvados SDK,
-decompressors, rich) only when it runs.
+Start-up is kept short (guarded by tests/test_startup.py): ``keeptar --version``
+answers before typer is imported; only the command that runs is registered;
+each command imports what it needs (backends, the Arvados SDK, decompressors,
+rich) only when it runs; and option values of plain types skip typer's pydantic
+conversion (:mod:`keeptar.cli._coerce`).  A new command goes in :data:`COMMANDS`.
 """
 
 from __future__ import annotations
