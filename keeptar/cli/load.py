@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from keeptar.backends import open_backend
+from keeptar._source_kind import SourceKind
 from keeptar.cli._app import (
     BackendOption,
     JsonOption,
@@ -16,12 +16,12 @@ from keeptar.cli._app import (
     VersionOption,
     app,
     batch_progress_reporter,
+    echo,
     emit_json,
     progress_reporter,
     reporting_errors,
 )
 from keeptar.errors import UsageError
-from keeptar.load import SourceKind, load_image
 
 
 @app.command("load")
@@ -115,6 +115,9 @@ def load_command(
     Names are registered exactly as given (--tag, or the archive's RepoTags);
     a RepoTag that Docker or Arvados would refuse is skipped with a warning.
     """
+    from keeptar.backends import open_backend
+    from keeptar.load import load_image
+
     with reporting_errors():
         if batch_progress and progress:
             raise UsageError("--progress and --batch-progress cannot be used together")
@@ -142,7 +145,7 @@ def load_command(
     if as_json:
         emit_json(result.to_json())
     else:
-        typer.echo(result.uuid)
+        echo(result.uuid)
 
 
 def _warn(message: str) -> None:
