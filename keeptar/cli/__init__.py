@@ -7,6 +7,7 @@ code of their :mod:`keeptar.errors` class; progress goes to stderr.
 
 from __future__ import annotations
 
+from keeptar.cli import convert as _convert  # noqa: F401  (registers the command)
 from keeptar.cli import images as _images  # noqa: F401  (registers the command)
 from keeptar.cli import info as _info  # noqa: F401  (registers the command)
 from keeptar.cli import inspect as _inspect  # noqa: F401  (registers the command)
