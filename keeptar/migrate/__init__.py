@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from keeptar.errors import ArchiveError, UsageError
-from keeptar.formats import ArchiveFormat, ArchiveScan, ArchiveScanner, ImageInfo, read_images
+from keeptar.formats import ArchiveFormat, ArchiveScan, ArchiveScanner, detect_layout
 from keeptar.formats._names import MANIFEST_JSON, REPOSITORIES, V1_JSON, V1_LAYER
 from keeptar.formats._scan import Member
 from keeptar.formats.loadable import Rewrite
@@ -315,30 +315,93 @@ def _tar_member(name: str, data: bytes) -> bytes:
     return info.tobuf(tarfile.USTAR_FORMAT, "utf-8", "strict") + data + bytes(pad)
 
 
+@dataclass(frozen=True, slots=True)
+class _V1Layer:
+    json: bytes
+    parent: str | None
+
+
+def _read_layers(scan: ArchiveScan) -> dict[str, _V1Layer]:
+    """Every ``<dir>/json`` layer, decoded as Docker's legacy load decodes it."""
+    layers: dict[str, _V1Layer] = {}
+    for path in scan.order:
+        head, _, tail = path.partition("/")
+        if tail != V1_JSON or head in ("", "..") or scan.members[path].type is not MemberType.FILE:
+            continue
+        what = f"v1 image {head}"
+        _, data = scan.read_bytes(path, what=what)
+        image = decode_v1image(loads_pairs(data, what=what), what=what)
+        system = image["os"]
+        if system and system.lower() != "linux":
+            raise ArchiveError(f"{what}: cannot load a {system} image (os {system!r}) on linux")
+        parent = image["parent"] or None
+        if parent is not None and ("/" in parent or parent in (".", "..")):
+            raise ArchiveError(f"{what}: bad parent {parent!r}")
+        layers[head] = _V1Layer(data, parent)
+    return layers
+
+
+def _read_tags(scan: ArchiveScan, layers: dict[str, _V1Layer]) -> dict[str, list[str]]:
+    """``{top: ["repo:tag", ...]}`` from ``repositories``, in file order."""
+    if not scan.has(REPOSITORIES):
+        return {}
+    doc = scan.read_json(REPOSITORIES, what="repositories")
+    if not isinstance(doc, dict):
+        raise ArchiveError("decoding repositories: expected an object")
+    tags: dict[str, list[str]] = {}
+    for repo, by_tag in doc.items():
+        if not isinstance(by_tag, dict):
+            raise ArchiveError(f"repositories: {repo!r} does not map tags to IDs")
+        for tag, top in by_tag.items():
+            if not isinstance(top, str) or top not in layers:
+                raise ArchiveError(
+                    f"repositories: {repo}:{tag} names image {top!r}, which is not in the archive"
+                )
+            tags.setdefault(top, []).append(f"{repo}:{tag}")
+    return tags
+
+
+def _chain(top: str, layers: dict[str, _V1Layer]) -> list[str]:
+    """Layer directories from the base to *top*."""
+    chain = [top]
+    parent = layers[top].parent
+    while parent is not None:
+        if parent not in layers:
+            raise ArchiveError(f"v1 image {chain[-1]} names parent {parent}, not in the archive")
+        if parent in chain:
+            raise ArchiveError(f"v1 image {top}: parent chain loops at {parent}")
+        chain.append(parent)
+        parent = layers[parent].parent
+    chain.reverse()
+    return chain
+
+
 def _convert_image(
-    scan: ArchiveScan, diff_ids: dict[str, str], image: ImageInfo, repo_tags: Sequence[str]
+    scan: ArchiveScan,
+    diff_ids: dict[str, str],
+    layers: dict[str, _V1Layer],
+    top: str,
+    repo_tags: Sequence[str],
 ) -> ConvertedImage:
-    layer_ids: list[str] = []
     layer_paths: list[str] = []
     chain: list[str] = []
     history: list[bytes] = []
     config = b""
-    for layer in image.layers:
-        layer_id = layer.path.split("/", 1)[0]
+    for layer_id in _chain(top, layers):
         what = f"v1 image {layer_id}"
-        member = scan.resolve(layer.path, what=f"{what} layer")
+        path = f"{layer_id}/{V1_LAYER}"
+        member = scan.resolve(path, what=f"{what} layer")
         digest = diff_ids.get(member.path)
         if digest is None:
-            raise ArchiveError(f"{what}: {layer.path!r} leads to {member.path!r}, not a layer.tar")
-        _, v1_json = scan.read_bytes(f"{layer_id}/{V1_JSON}", what=what)
+            raise ArchiveError(f"{what}: {path!r} leads to {member.path!r}, not a layer.tar")
+        v1_json = layers[layer_id].json
         chain.append(digest)
         history.append(history_entry(v1_json, what=what))
         config = make_config(v1_json, chain, history, what=what)
-        layer_ids.append(layer_id)
-        layer_paths.append(layer.path)
+        layer_paths.append(path)
     return ConvertedImage(
         id="sha256:" + hashlib.sha256(config).hexdigest(),
-        v1_id=image.id,
+        v1_id=top,
         repo_tags=tuple(repo_tags),
         config=config,
         layers=tuple(layer_paths),
@@ -348,18 +411,23 @@ def _convert_image(
 
 def _plan(reader: _Reader, repo_tags: Sequence[str] | None, compression: Compression) -> Conversion:
     scan = reader.scan
-    layout, images = read_images(scan)
-    if layout is not ArchiveFormat.DOCKER_V1:
-        raise ArchiveError(f"not a Docker v1 archive: this is a {layout.value} archive")
-    if repo_tags and len(images) != 1:
+    layout = detect_layout(scan)
+    if layout.FORMAT is not ArchiveFormat.DOCKER_V1:
+        raise ArchiveError(f"not a Docker v1 archive: this is a {layout.FORMAT.value} archive")
+    layers = _read_layers(scan)
+    tags = _read_tags(scan, layers)
+    parents = {layer.parent for layer in layers.values()}
+    # What Docker's legacy load leaves visible: tagged images and untagged leaves.
+    tops = list(tags) + [i for i in layers if i not in parents and i not in tags]
+    if repo_tags and len(tops) != 1:
         raise UsageError(
-            f"the archive holds {len(images)} images: names can be given for one image only"
+            f"the archive holds {len(tops)} images: names can be given for one image only"
         )
     converted = [
         _convert_image(
-            scan, reader.diff_ids, image, list(repo_tags) if repo_tags else list(image.repo_tags)
+            scan, reader.diff_ids, layers, top, list(repo_tags) if repo_tags else tags.get(top, [])
         )
-        for image in images
+        for top in tops
     ]
     tail = io.BytesIO()
     written: set[str] = set()
@@ -478,8 +546,7 @@ def convert_stream(
     reader = _Reader(flush)
     result = run_tar_stream(source, reader, tap=tap, progress=progress)
     flush()
-    scan = reader.scan
-    layout, _ = read_images(scan)
+    layout = detect_layout(reader.scan).FORMAT
     if layout is not ArchiveFormat.DOCKER_V1:
         out.write(pending)
         return StreamResult(None, layout, state["written"] + len(pending))
