@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 
 from conftest import fixture_path, run_keeptar
+from keeptar.errors import ArchiveError
 from keeptar.migrate import convert_stream, history_entry, make_config, plan_conversion
 from keeptar.migrate._golang import compact, go_string, go_time
 from keeptar.streaming.sources import open_source
@@ -544,3 +545,108 @@ def test_convert_errors(
     assert words.encode() in done.stderr
     assert not (tmp_path / "o.tar").exists()
     assert not list(tmp_path.glob(".*.part"))
+
+
+# ---- edge cases: Docker's answer (an ID, or a refusal) is the expected one ---------------
+
+_PARENT = b'"parent":"@PARENT@",'
+
+
+def _json(extra: bytes = b"", *, parent: bool = False, version: bytes = b"1.9.1") -> bytes:
+    return (
+        b'{"id":"@ID@",'
+        + (_PARENT if parent else b"")
+        + b'"created":"2015-11-20T09:00:00Z","docker_version":"'
+        + version
+        + b'","container_config":{"Cmd":["a"]},"os":"linux"'
+        + extra
+        + b"}"
+    )
+
+
+_LAYER = _layer_tar({"a": b"1" * 1000})
+EDGE_CASES: dict[str, tuple[list[bytes], list[bytes] | None]] = {
+    "case-insensitive keys": (
+        [
+            _json(
+                b',"Author":"Big","CREATED":"2016-01-01T00:00:00+01:00",'
+                b'"Container_Config":{"cmd":["x","y"]}'
+            )
+        ],
+        None,
+    ),
+    "duplicate keys": ([_json(b',"author":"one","author":"two","os":"linux"')], None),
+    "escaped key": ([_json(b',"\\u0061uthor":"esc"')], None),
+    "invalid utf-8": ([_json(b',"author":"a\xff\xfeb","comment":"\xc3"')], None),
+    "invalid utf-8, old": (
+        [_json(b',"author":"a\xff\xfeb","comment":"\xc3"', version=b"1.7.0")],
+        None,
+    ),
+    "20.10 fields, old": (
+        [
+            _json(
+                b',"config":{"Healthcheck":{"Test":["CMD","x"],"Interval":5},"StopTimeout":3,'
+                b'"Shell":["sh"],"ArgsEscaped":true,"Volumes":{"/a":{}},"ExposedPorts":{}},'
+                b'"variant":"v8"',
+                version=b"1.5",
+            )
+        ],
+        None,
+    ),
+    "Size not an integer": ([_json(b',"Size":1.5')], None),
+    "created null": ([_json(b',"created":null')], None),
+    "no created, docker 0.4": (
+        [b'{"id":"@ID@","docker_version":"0.4.0","container_config":{"Cmd":null},"os":"linux"}'],
+        None,
+    ),
+    "string Cmd": ([_json(b',"container_config":{"Cmd":"echo hi"}')], None),
+    "lower-case z": ([_json(b',"created":"2015-11-20T09:00:00z"')], None),
+    "one-digit hour": ([_json(b',"created":"2015-11-20T9:00:00Z"')], None),
+    "comma fraction": ([_json(b',"created":"2015-11-20T09:00:00,5Z"')], None),
+    "whitespace": (
+        [
+            b' \n {"id":"@ID@" , "created" : "2015-11-20T09:00:00Z" ,\t"docker_version":"1.9.1" ,'
+            b' "x": [ 1 , 2 ] }\n'
+        ],
+        None,
+    ),
+    "number spellings": ([_json(b',"x":[1E+3,-0.0,1e-7,123456789012345678901234567890]')], None),
+    "null in Cmd": ([_json(b',"container_config":{"Cmd":["a",null,"b"]}')], None),
+    "odd versions": ([_json(version=b"1.8.3.1"), _json(parent=True, version=b"01.08.003")], None),
+    "negative version part": ([_json(version=b"1.-9.9")], None),
+    "Parent capitalised": ([_json(), _json(b',"Parent":"@PARENT@"')], None),
+    "windows": ([_json(b',"os":"windows"')], None),
+    "not an object": ([b"[]"], None),
+    "gzip members": ([_json()], [gzip.compress(_LAYER[:3000]) + gzip.compress(_LAYER[3000:])]),
+    "bzip2 streams": ([_json()], [bz2.compress(_LAYER[:3000]) + bz2.compress(_LAYER[3000:])]),
+    "xz streams": ([_json()], [lzma.compress(_LAYER[:3000]) + lzma.compress(_LAYER[3000:])]),
+    "gzip then zeros": ([_json()], [gzip.compress(_LAYER) + bytes(512)]),
+    "tar then garbage": ([_json()], [_LAYER + b"garbage"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EDGE_CASES))
+def test_docker_agrees_on_edge_cases(name: str, dockerd: str, tmp_path: Path) -> None:
+    jsons, layer_data = EDGE_CASES[name]
+    ids = [_v1_id(name + str(i)) for i in range(len(jsons))]
+    entries = []
+    for i, text in enumerate(jsons):
+        text = text.replace(b"@ID@", ids[i].encode())
+        text = text.replace(b"@PARENT@", ids[i - 1].encode() if i else b"")
+        layer = layer_data[i] if layer_data else _layer_tar({f"f{i}": b"x"})
+        entries.append((ids[i], text, layer))
+    path = _write_v1(tmp_path / "edge.tar", entries, {"kt/edge": {"t": ids[-1]}})
+    try:
+        mine: list[str] | None = _convert_file(path)[0]
+    except ArchiveError:
+        mine = None
+    before = _image_ids(all_=True)
+    try:
+        loaded = _docker("load", "-i", str(path))
+        if mine is None:
+            assert loaded.returncode != 0, "Docker loads what the engine refused"
+        else:
+            assert loaded.returncode == 0, loaded.stderr
+            assert _image_ids() - before == set(mine)
+    finally:
+        _remove(_image_ids(all_=True) - before)

@@ -31,6 +31,7 @@ import json
 import posixpath
 import re
 import tarfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -139,6 +140,51 @@ def make_config(
 # ---- reading the archive ---------------------------------------------------------------
 
 
+class _GoGzip:
+    """gzip as Go's ``compress/gzip`` reads it: concatenated members, and nothing else
+    after them (NUL padding included is an error, as Docker reports ``invalid header``)."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._member = zlib.decompressobj(31)
+        self._rest = b""
+        self._eof = False
+
+    def feed(self, data: bytes) -> None:
+        self._rest += data
+
+    def feed_eof(self) -> None:
+        self._eof = True
+
+    def next_chunk(self) -> bytes | None:
+        """The next decompressed bytes, None when more input is needed; b"" at the end."""
+        while True:
+            if self._member.eof:
+                rest = self._member.unused_data + self._rest
+                if not rest and self._eof:
+                    return b""
+                if len(rest) < 3 and not self._eof:
+                    self._rest = rest
+                    return None
+                if rest[:3] != b"\x1f\x8b\x08":
+                    raise ArchiveError("gzip: invalid header after a gzip member")
+                self._member = zlib.decompressobj(31)
+                self._rest = rest
+            if not self._rest and not self._member.unconsumed_tail:
+                if self._eof:
+                    raise ArchiveError("gzip: unexpected EOF")
+                return None
+            data = self._member.unconsumed_tail or self._rest
+            if not self._member.unconsumed_tail:
+                self._rest = b""
+            try:
+                out = self._member.decompress(data, 1 << 20)
+            except zlib.error as exc:
+                raise ArchiveError(f"gzip: {exc}") from None
+            if out:
+                return out
+
+
 class _LayerHash:
     """sha256 of a ``layer.tar`` as Docker's ``DecompressStream`` hands it over."""
 
@@ -146,7 +192,7 @@ class _LayerHash:
         self.path = path
         self._head = b""
         self._decided = False
-        self._inner: Decompressor | None = None
+        self._inner: Decompressor | _GoGzip | None = None
         self._hash = hashlib.sha256()
         self.compression = Compression.NONE
 
@@ -170,7 +216,7 @@ class _LayerHash:
         for magic, kind in _LAYER_MAGIC:
             if head.startswith(magic):
                 self.compression = kind
-                self._inner = Decompressor(kind)
+                self._inner = _GoGzip(self.path) if kind is Compression.GZIP else Decompressor(kind)
 
     def _feed(self, data: bytes) -> None:
         if self._inner is None:
@@ -186,7 +232,7 @@ class _LayerHash:
                 out = self._inner.next_chunk()
             except ArchiveError as exc:
                 raise ArchiveError(f"{self.path}: {exc}") from None
-            if not isinstance(out, bytes) or not out:
+            if not isinstance(out, bytes) or not out:  # NEED_DATA, None, or the end
                 return
             self._hash.update(out)
 
