@@ -16,6 +16,7 @@ import json
 import lzma
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -650,3 +651,44 @@ def test_docker_agrees_on_edge_cases(name: str, dockerd: str, tmp_path: Path) ->
             assert _image_ids() - before == set(mine)
     finally:
         _remove(_image_ids(all_=True) - before)
+
+
+# ---- containers/image (podman, skopeo, singularity's docker-archive) reads the output -----
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_skopeo_copies_the_output(case: str, tmp_path: Path) -> None:
+    """skopeo checks each layer's uncompressed sha256 against the config's diff IDs."""
+    if shutil.which("skopeo") is None:
+        pytest.skip("skopeo is not installed")
+    path = CASES[case](tmp_path, None)
+    ids, v2 = _convert_file(path)
+    archive = tmp_path / "v2.tar"
+    archive.write_bytes(v2)
+    copied = subprocess.run(
+        ["skopeo", "copy", "-q", f"docker-archive:{archive}", f"dir:{tmp_path / 'dir'}"],
+        capture_output=True,
+        timeout=300,
+    )
+    assert copied.returncode == 0, copied.stderr
+    manifest = json.loads((tmp_path / "dir" / "manifest.json").read_bytes())
+    assert manifest["config"]["digest"] == ids[0]
+
+
+def test_convert_refuses_a_terminal() -> None:
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "keeptar", "convert", str(fixture_path(SHARED_V1))],
+            stdout=follower,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert done.returncode == 2
+    assert done.stderr.startswith(b"keeptar: error: refusing to write a tar archive to a terminal")
