@@ -340,9 +340,26 @@ def _case_new(tmp: Path, hello: bytes | None) -> Path:
     return _write_v1(tmp / "new.tar", entries, {"kt/new": {"1.9": ids[2]}})
 
 
+def _case_multi(tmp: Path, hello: bytes | None) -> Path:
+    """One base, two tagged images on it, an untagged leaf: Docker shows all three tops."""
+    ids = [_v1_id(f"multi{i}") for i in range(4)]
+    parents = [None, ids[0], ids[0], ids[1]]
+    entries = [
+        (
+            layer_id,
+            _new_json(layer_id, parents[i], f"2015-11-2{i}T00:00:00Z", ["step", str(i)]),
+            _layer_tar({f"f{i}": b"x" * i}),
+        )
+        for i, layer_id in enumerate(ids)
+    ]
+    del hello
+    return _write_v1(tmp / "multi.tar", entries, {"kt/a": {"1": ids[1]}, "kt/b": {"2": ids[2]}})
+
+
 CASES: dict[str, Callable[[Path, bytes | None], Path]] = {
     "shared": lambda tmp, hello: fixture_path(SHARED_V1),
     "app": lambda tmp, hello: fixture_path("docker-v1-app.tar"),
+    "multi": _case_multi,
     "old": _case_old,
     "new": _case_new,
 }
@@ -530,6 +547,7 @@ def test_zero_copy_in_keep(local_home: Path) -> None:
         (["-", "--json"], 2, "-o FILE"),
         (["/etc/hostname", "-o", "{out}"], 3, "not a tar archive"),
         (["{v1}", "--tag", "a:1", "-o", "{dir}"], 2, "directory"),
+        (["{multi}", "--tag", "a:1", "-o", "{out}"], 2, "one image only"),
         (["99999999999999999999999999999999+1"], 6, "99999999999999999999999999999999"),
     ],
 )
@@ -537,7 +555,13 @@ def test_convert_errors(
     args: list[str], code: int, words: str, tmp_path: Path, local_home: Path
 ) -> None:
     filled = [
-        a.format(out=tmp_path / "o.tar", dir=tmp_path, v1=fixture_path(SHARED_V1)) for a in args
+        a.format(
+            out=tmp_path / "o.tar",
+            dir=tmp_path,
+            v1=fixture_path(SHARED_V1),
+            multi=_case_multi(tmp_path, None),
+        )
+        for a in args
     ]
     done = run_keeptar("convert", *filled)
     assert done.returncode == code, done.stderr
@@ -666,7 +690,7 @@ def test_skopeo_copies_the_output(case: str, tmp_path: Path) -> None:
     archive = tmp_path / "v2.tar"
     archive.write_bytes(v2)
     copied = subprocess.run(
-        ["skopeo", "copy", "-q", f"docker-archive:{archive}", f"dir:{tmp_path / 'dir'}"],
+        ["skopeo", "copy", "-q", f"docker-archive:{archive}:@0", f"dir:{tmp_path / 'dir'}"],
         capture_output=True,
         timeout=300,
     )

@@ -391,7 +391,10 @@ def _read_tags(scan: ArchiveScan, layers: dict[str, _V1Layer]) -> dict[str, list
     """``{top: ["repo:tag", ...]}`` from ``repositories``, in file order."""
     if not scan.has(REPOSITORIES):
         return {}
-    doc = scan.read_json(REPOSITORIES, what="repositories")
+    try:
+        doc = scan.read_json(REPOSITORIES, what="repositories")
+    except RecursionError:
+        raise ArchiveError("decoding repositories: JSON nested too deeply") from None
     if not isinstance(doc, dict):
         raise ArchiveError("decoding repositories: expected an object")
     tags: dict[str, list[str]] = {}

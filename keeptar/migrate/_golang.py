@@ -108,6 +108,8 @@ def loads_pairs(data: bytes, *, what: str) -> Any:
         )
     except ValueError as exc:
         raise ArchiveError(f"decoding {what}: invalid JSON: {exc}") from None
+    except RecursionError:
+        raise ArchiveError(f"decoding {what}: JSON nested too deeply") from None
 
 
 def go_text(text: str) -> str:
