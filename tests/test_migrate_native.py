@@ -647,6 +647,13 @@ EDGE_CASES: dict[str, tuple[list[bytes], list[bytes] | None]] = {
     "xz streams": ([_json()], [lzma.compress(_LAYER[:3000]) + lzma.compress(_LAYER[3000:])]),
     "gzip then zeros": ([_json()], [gzip.compress(_LAYER) + bytes(512)]),
     "tar then garbage": ([_json()], [_LAYER + b"garbage"]),
+    "long fraction": ([_json(b',"created":"2015-11-20T09:00:00.1234567891234+01:00"')], None),
+    "odd offset": ([_json(b',"created":"2015-11-20T09:00:00+05:75"')], None),
+    "year 0": ([_json(b',"created":"0000-02-29T00:00:00Z"')], None),
+    "feb 30": ([_json(b',"created":"2015-02-30T00:00:00Z"')], None),
+    "escaped created": ([_json(b',"created":"2015-11-20T09:00:00\\u005a"')], None),
+    "bzip2 then zeros": ([_json()], [bz2.compress(_LAYER) + bytes(512)]),
+    "xz then zeros": ([_json()], [lzma.compress(_LAYER) + bytes(512)]),
 }
 
 

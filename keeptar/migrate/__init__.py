@@ -25,6 +25,7 @@ plus one small new block; :func:`convert_stream` writes the result as a stream.
 
 from __future__ import annotations
 
+import bz2
 import hashlib
 import io
 import json
@@ -41,7 +42,13 @@ from keeptar.formats import ArchiveFormat, ArchiveScan, ArchiveScanner, detect_l
 from keeptar.formats._names import MANIFEST_JSON, REPOSITORIES, V1_JSON, V1_LAYER
 from keeptar.formats._scan import Member
 from keeptar.formats.loadable import Rewrite
-from keeptar.migrate._golang import compact, go_string, loads_pairs, split_object
+from keeptar.migrate._golang import (
+    compact,
+    go_string,
+    loads_pairs,
+    object_members,
+    split_object,
+)
 from keeptar.migrate._v1image import decode_v1image, marshal_v1image
 from keeptar.streaming import Event, MemberData, MemberEnd, MemberHeader, MemberType, TarReader
 from keeptar.streaming.decompress import Compression, Decompressor
@@ -89,13 +96,23 @@ def _version_less(version: str, other: str) -> bool:
     return False
 
 
+def _decode(v1_json: bytes, *, what: str) -> dict[str, Any]:
+    """Decode a v1 JSON into V1Image values, refusing what Go's decoder refuses."""
+    image = decode_v1image(loads_pairs(v1_json, what=what), what=what)
+    for key, raw in object_members(v1_json, what=what):
+        # time.Time.UnmarshalJSON parses the raw token: an escape in it never parses
+        if key.lower() == "created" and raw.startswith(b'"') and b"\\" in raw:
+            raise ArchiveError(f"{what}: created {raw.decode(errors='replace')} is not RFC 3339")
+    return image
+
+
 def history_entry(v1_json: bytes, *, what: str = "v1 json") -> bytes:
     """The history item Docker makes from one layer's v1 JSON (``HistoryFromConfig``).
 
     Keys ``created`` (always), ``author``, ``created_by`` (the container
     config's ``Cmd`` joined by spaces), ``comment``; empty ones omitted.
     """
-    image = decode_v1image(loads_pairs(v1_json, what=what), what=what)
+    image = _decode(v1_json, what=what)
     parts = [b'"created":' + go_string(image["created"])]
     cmd = image["container_config"]["Cmd"] or []
     for key, value in (
@@ -121,8 +138,7 @@ def make_config(
     Raises:
         ArchiveError: Docker would refuse the JSON.
     """
-    doc = loads_pairs(v1_json, what=what)
-    image = decode_v1image(doc, what=what)
+    image = _decode(v1_json, what=what)
     version = image["docker_version"]
     if _version_less(version, _NO_FALLBACK_MIN_VERSION):
         v1_json = marshal_v1image(image)
@@ -140,15 +156,20 @@ def make_config(
 # ---- reading the archive ---------------------------------------------------------------
 
 
-class _GoGzip:
-    """gzip as Go's ``compress/gzip`` reads it: concatenated members, and nothing else
-    after them (NUL padding included is an error, as Docker reports ``invalid header``)."""
+class _GoMultiStream:
+    """gzip or bzip2 as Go's ``compress/gzip`` and ``compress/bzip2`` read them:
+    concatenated streams and nothing after them (NUL padding is an error there too,
+    so Docker's load fails with ``invalid header`` / ``bad magic value``)."""
 
-    def __init__(self, path: str) -> None:
-        self._path = path
-        self._member = zlib.decompressobj(31)
+    def __init__(self, kind: Compression) -> None:
+        self._kind = kind
+        self._magic = b"\x1f\x8b\x08" if kind is Compression.GZIP else b"BZh"
+        self._member = self._new()
         self._rest = b""
         self._eof = False
+
+    def _new(self) -> Any:
+        return zlib.decompressobj(31) if self._kind is Compression.GZIP else bz2.BZ2Decompressor()
 
     def feed(self, data: bytes) -> None:
         self._rest += data
@@ -158,31 +179,42 @@ class _GoGzip:
 
     def next_chunk(self) -> bytes | None:
         """The next decompressed bytes, None when more input is needed; b"" at the end."""
+        name = self._kind.value
         while True:
-            if self._member.eof:
-                rest = self._member.unused_data + self._rest
+            member = self._member
+            if member.eof:
+                rest = member.unused_data + self._rest
+                self._rest = b""
                 if not rest and self._eof:
                     return b""
                 if len(rest) < 3 and not self._eof:
                     self._rest = rest
                     return None
-                if rest[:3] != b"\x1f\x8b\x08":
-                    raise ArchiveError("gzip: invalid header after a gzip member")
-                self._member = zlib.decompressobj(31)
+                if rest[:3] != self._magic:
+                    raise ArchiveError(f"{name}: data after the last {name} stream")
+                self._member = member = self._new()
                 self._rest = rest
-            if not self._rest and not self._member.unconsumed_tail:
+            pending = self._has_pending(member)
+            if not self._rest and not pending:
                 if self._eof:
-                    raise ArchiveError("gzip: unexpected EOF")
+                    raise ArchiveError(f"{name}: unexpected end of data")
                 return None
-            data = self._member.unconsumed_tail or self._rest
-            if not self._member.unconsumed_tail:
-                self._rest = b""
+            if pending:  # zlib wants its unconsumed tail back; bz2 keeps its own
+                data = member.unconsumed_tail if self._kind is Compression.GZIP else b""
+            else:
+                data, self._rest = self._rest, b""
             try:
-                out = self._member.decompress(data, 1 << 20)
-            except zlib.error as exc:
-                raise ArchiveError(f"gzip: {exc}") from None
+                out = member.decompress(data, 1 << 20)
+            except (zlib.error, OSError, EOFError) as exc:
+                raise ArchiveError(f"{name}: {exc}") from None
             if out:
-                return out
+                return bytes(out)
+
+    def _has_pending(self, member: Any) -> bool:
+        """Whether the decompressor still holds input it has not turned into output."""
+        if self._kind is Compression.GZIP:
+            return bool(member.unconsumed_tail)
+        return not member.needs_input and not member.eof
 
 
 class _LayerHash:
@@ -192,7 +224,7 @@ class _LayerHash:
         self.path = path
         self._head = b""
         self._decided = False
-        self._inner: Decompressor | _GoGzip | None = None
+        self._inner: Decompressor | _GoMultiStream | None = None
         self._hash = hashlib.sha256()
         self.compression = Compression.NONE
 
@@ -216,7 +248,7 @@ class _LayerHash:
         for magic, kind in _LAYER_MAGIC:
             if head.startswith(magic):
                 self.compression = kind
-                self._inner = _GoGzip(self.path) if kind is Compression.GZIP else Decompressor(kind)
+                self._inner = Decompressor(kind) if kind is Compression.XZ else _GoMultiStream(kind)
 
     def _feed(self, data: bytes) -> None:
         if self._inner is None:
@@ -376,7 +408,7 @@ def _read_layers(scan: ArchiveScan) -> dict[str, _V1Layer]:
             continue
         what = f"v1 image {head}"
         _, data = scan.read_bytes(path, what=what)
-        image = decode_v1image(loads_pairs(data, what=what), what=what)
+        image = _decode(data, what=what)
         system = image["os"]
         if system and system.lower() != "linux":
             raise ArchiveError(f"{what}: cannot load a {system} image (os {system!r}) on linux")

@@ -21,6 +21,7 @@ __all__ = [
     "go_string",
     "go_time",
     "loads_pairs",
+    "object_members",
     "split_object",
 ]
 
@@ -145,11 +146,9 @@ def _value_end(buf: bytes, pos: int) -> int:
     return pos
 
 
-def split_object(data: bytes, *, what: str) -> dict[str, bytes]:
-    """Decode a JSON object to ``{key: compacted raw value}`` as Go's
-    ``json.Unmarshal`` into ``map[string]*json.RawMessage`` then ``Marshal`` does.
-
-    Keys are decoded (last duplicate wins); values stay raw.
+def object_members(data: bytes, *, what: str) -> list[tuple[str, bytes]]:
+    """The members of a JSON object as ``(decoded key, compacted raw value)``, in order,
+    duplicates kept.
 
     Raises:
         ArchiveError: not valid JSON, or not an object.
@@ -158,7 +157,7 @@ def split_object(data: bytes, *, what: str) -> dict[str, bytes]:
     if not isinstance(doc, JsonObject):
         raise ArchiveError(f"decoding {what}: expected a JSON object")
     buf = compact(data.strip(b" \t\r\n"))
-    out: dict[str, bytes] = {}
+    out: list[tuple[str, bytes]] = []
     pos = 1
     while buf[pos : pos + 1] != b"}":
         match = _STRING.match(buf, pos)
@@ -166,11 +165,22 @@ def split_object(data: bytes, *, what: str) -> dict[str, bytes]:
         key = go_text(json.loads(match.group().decode("utf-8", "surrogateescape")))
         pos = match.end() + 1  # the colon
         end = _value_end(buf, pos)
-        out[key] = buf[pos:end]
+        out.append((key, buf[pos:end]))
         pos = end
         if buf[pos : pos + 1] == b",":
             pos += 1
     return out
+
+
+def split_object(data: bytes, *, what: str) -> dict[str, bytes]:
+    """Decode a JSON object to ``{key: compacted raw value}`` as Go's
+    ``json.Unmarshal`` into ``map[string]*json.RawMessage`` then ``Marshal`` does
+    (last duplicate wins).
+
+    Raises:
+        ArchiveError: not valid JSON, or not an object.
+    """
+    return dict(object_members(data, what=what))
 
 
 def go_time(value: str, *, what: str) -> str:
