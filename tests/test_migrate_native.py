@@ -473,6 +473,14 @@ def test_convert_file_to_file_json(tmp_path: Path) -> None:
     assert out.read_bytes() == _convert_file(fixture_path(SHARED_V1))[1]
 
 
+def test_convert_warns_about_layers_containerd_cannot_read(tmp_path: Path) -> None:
+    done = run_keeptar("convert", str(_case_old(tmp_path, None)), "-o", str(tmp_path / "o.tar"))
+    assert done.returncode == 0, done.stderr
+    assert b"warning: image" in done.stderr and b"keeps 2 bzip2/xz-compressed" in done.stderr
+    done = run_keeptar("convert", str(_case_new(tmp_path, None)), "-o", str(tmp_path / "o.tar"))
+    assert b"warning" not in done.stderr
+
+
 def test_convert_stdin_to_stdout_with_a_tag() -> None:
     data = fixture_path(SHARED_V1).read_bytes()
     done = run_keeptar("convert", "-", "--tag", "kt/renamed:1", input=gzip.compress(data))

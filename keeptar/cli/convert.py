@@ -91,6 +91,15 @@ def convert_command(
             "copied through unchanged",
             err=True,
         )
+    for image in [] if result.conversion is None else result.conversion.images:
+        if image.containerd_unreadable:
+            typer.echo(
+                f"keeptar: warning: image {image.id[7:19]} keeps "
+                f"{len(image.containerd_unreadable)} bzip2/xz-compressed layer(s) as they are: "
+                "Docker's classic image store loads them, containerd's (the default of "
+                "Docker 29) does not",
+                err=True,
+            )
     if as_json:
         emit_json(doc)
         return

@@ -328,6 +328,10 @@ class ConvertedImage:
         config: the config bytes (``id`` is their sha256).
         layers: ``<id>/layer.tar`` member paths, base first.
         diff_ids: the layers' diff IDs.
+        compressions: each layer member's own compression (``none``, ``gzip``,
+            ``bzip2``, ``xz``).  containerd's importer (Docker 29's default image
+            store) decompresses only gzip and zstd layers, so it cannot load a
+            bzip2 or xz one kept as it is.
     """
 
     id: str
@@ -336,6 +340,16 @@ class ConvertedImage:
     config: bytes = field(repr=False)
     layers: tuple[str, ...]
     diff_ids: tuple[str, ...]
+    compressions: tuple[str, ...] = ()
+
+    @property
+    def containerd_unreadable(self) -> tuple[str, ...]:
+        """Layers kept bzip2- or xz-compressed, which containerd's importer cannot read."""
+        return tuple(
+            path
+            for path, kind in zip(self.layers, self.compressions, strict=False)
+            if kind in (Compression.BZIP2.value, Compression.XZ.value)
+        )
 
     @property
     def config_name(self) -> str:
@@ -350,6 +364,7 @@ class ConvertedImage:
             "repo_tags": list(self.repo_tags),
             "layers": len(self.layers),
             "diff_ids": list(self.diff_ids),
+            "layer_compression": list(self.compressions),
         }
 
 
@@ -460,11 +475,13 @@ def _chain(top: str, layers: dict[str, _V1Layer]) -> list[str]:
 def _convert_image(
     scan: ArchiveScan,
     diff_ids: dict[str, str],
+    compressed: dict[str, Compression],
     layers: dict[str, _V1Layer],
     top: str,
     repo_tags: Sequence[str],
 ) -> ConvertedImage:
     layer_paths: list[str] = []
+    kinds: list[str] = []
     chain: list[str] = []
     history: list[bytes] = []
     config = b""
@@ -480,6 +497,7 @@ def _convert_image(
         history.append(history_entry(v1_json, what=what))
         config = make_config(v1_json, chain, history, what=what)
         layer_paths.append(path)
+        kinds.append(compressed.get(member.path, Compression.NONE).value)
     return ConvertedImage(
         id="sha256:" + hashlib.sha256(config).hexdigest(),
         v1_id=top,
@@ -487,6 +505,7 @@ def _convert_image(
         config=config,
         layers=tuple(layer_paths),
         diff_ids=tuple(chain),
+        compressions=tuple(kinds),
     )
 
 
@@ -506,7 +525,12 @@ def _plan(reader: _Reader, repo_tags: Sequence[str] | None, compression: Compres
         )
     converted = [
         _convert_image(
-            scan, reader.diff_ids, layers, top, list(repo_tags) if repo_tags else tags.get(top, [])
+            scan,
+            reader.diff_ids,
+            reader.compressed,
+            layers,
+            top,
+            list(repo_tags) if repo_tags else tags.get(top, []),
         )
         for top in tops
     ]
