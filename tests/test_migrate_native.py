@@ -556,6 +556,7 @@ def test_zero_copy_in_keep(local_home: Path) -> None:
         (["/etc/hostname", "-o", "{out}"], 3, "not a tar archive"),
         (["{v1}", "--tag", "a:1", "-o", "{dir}"], 2, "directory"),
         (["{multi}", "--tag", "a:1", "-o", "{out}"], 2, "one image only"),
+        (["{v1}", "--tag", "Bad Name:1", "-o", "{out}"], 2, "not a valid image name"),
         (["99999999999999999999999999999999+1"], 6, "99999999999999999999999999999999"),
     ],
 )

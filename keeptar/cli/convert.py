@@ -14,6 +14,7 @@ import typer
 
 from keeptar.archive import find_image_file
 from keeptar.backends import open_backend
+from keeptar.catalog.references import parse_image_ref
 from keeptar.cli._app import (
     BackendOption,
     JsonOption,
@@ -50,7 +51,8 @@ def convert_command(
         list[str] | None,
         typer.Option(
             "--tag",
-            help="REPO:TAG for manifest.json, repeatable [default: the v1 archive's tags].",
+            help="REPO[:TAG] for manifest.json (TAG defaults to latest), repeatable "
+            "[default: the v1 archive's tags].",
         ),
     ] = None,
     as_json: JsonOption = False,
@@ -66,6 +68,7 @@ def convert_command(
     stderr.  --json prints a summary, so it needs -o.
     """
     with reporting_errors():
+        tag = [str(parse_image_ref(name)) for name in tag] if tag else None
         to_stdout = output in (None, "-")
         if to_stdout and as_json:
             raise UsageError("--json prints a summary on standard output: give -o FILE too")
