@@ -499,11 +499,9 @@ def test_convert_passes_v2_through_unchanged() -> None:
     assert b"note:" in done.stderr and b"docker-v2" in done.stderr
 
 
-def _stored_v1(local_home: Path) -> tuple[Any, dict[str, Any], bytes]:
-    from keeptar.backends.embedded import EmbeddedBackend
+def _stored_v1(store: Any) -> tuple[Any, dict[str, Any], bytes]:
     from keeptar.keep.manifest import single_file_manifest
 
-    store = EmbeddedBackend(local_home)
     data = fixture_path(SHARED_V1).read_bytes()
     # two blocks, so the kept part spans a block boundary
     locators = [
@@ -519,23 +517,34 @@ def _stored_v1(local_home: Path) -> tuple[Any, dict[str, Any], bytes]:
     return store, record, data
 
 
-def test_convert_a_collection(local_home: Path, tmp_path: Path) -> None:
-    _, record, _ = _stored_v1(local_home)
+def test_convert_a_collection(backend: Any, tmp_path: Path) -> None:
+    _, record, _ = _stored_v1(backend)
     out = tmp_path / "v2.tar"
-    done = run_keeptar("convert", record["portable_data_hash"], "-o", str(out), "--json")
-    assert done.returncode == 0, done.stderr
-    assert [i["id"] for i in json.loads(done.stdout)["images"]] == [SHARED_V1_ID]
-    assert out.read_bytes() == _convert_file(fixture_path(SHARED_V1))[1]
+    for ref in (record["portable_data_hash"], record["uuid"]):
+        done = run_keeptar("convert", ref, "-o", str(out), "--json")
+        assert done.returncode == 0, done.stderr
+        assert [i["id"] for i in json.loads(done.stdout)["images"]] == [SHARED_V1_ID]
+        assert out.read_bytes() == _convert_file(fixture_path(SHARED_V1))[1]
+
+
+def test_convert_then_keeptar_load(local_home: Path) -> None:
+    converted = run_keeptar("convert", str(fixture_path(SHARED_V1)))
+    assert converted.returncode == 0, converted.stderr
+    loaded = run_keeptar("load", "-", input=converted.stdout)
+    assert loaded.returncode == 0, loaded.stderr
+    listed = run_keeptar("images", "--json")
+    assert SHARED_V1_ID in listed.stdout.decode()
 
 
 def test_zero_copy_in_keep(local_home: Path) -> None:
     """The v2 file is segments of the v1 blocks plus one new block holding only the tail."""
+    from keeptar.backends.embedded import EmbeddedBackend
     from keeptar.catalog.loadable import rewrite_manifest
     from keeptar.keep.blocks import KeepFileReader
     from keeptar.keep.manifest import parse_manifest
     from keeptar.streaming.sources import ByteSource
 
-    store, record, _ = _stored_v1(local_home)
+    store, record, _ = _stored_v1(EmbeddedBackend(local_home))
     (item,) = parse_manifest(record["manifest_text"])
     reader = KeepFileReader(store.get_block, item)
     plan = plan_conversion(ByteSource(reader, "image.tar"))  # type: ignore[arg-type]
