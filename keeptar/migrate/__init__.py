@@ -18,7 +18,10 @@ so the image ID is the one Docker 20.10 gives:
 The v2 archive is zero-copy: the v1 archive's members as they are (up to its
 end-of-archive marker), then ``<hex>.json`` configs, ``manifest.json`` (and
 ``repositories`` only if the v1 archive had none and there are tags), then
-a new end marker.  :func:`plan_conversion` gives the cut point and the tail
+a new end marker.  No member name appears twice: loaders disagree on which copy
+counts (checked here: ``docker load`` takes the last ``manifest.json``,
+containers/image, which singularity and podman use, the first).
+:func:`plan_conversion` gives the cut point and the tail
 so a stored v1 archive can become a v2 one as segments of its own Keep blocks
 plus one small new block; :func:`convert_stream` writes the result as a stream.
 """
