@@ -487,7 +487,6 @@ def _convert_image(
     kinds: list[str] = []
     chain: list[str] = []
     history: list[bytes] = []
-    config = b""
     for layer_id in _chain(top, layers):
         what = f"v1 image {layer_id}"
         path = f"{layer_id}/{V1_LAYER}"
@@ -498,9 +497,11 @@ def _convert_image(
         v1_json = layers[layer_id].json
         chain.append(digest)
         history.append(history_entry(v1_json, what=what))
-        config = make_config(v1_json, chain, history, what=what)
         layer_paths.append(path)
         kinds.append(compressed.get(member.path, Compression.NONE).value)
+    # Docker makes every layer's config; only the top one is the image (the others
+    # decode the same JSON the same way, so they fail exactly when this loop does).
+    config = make_config(layers[top].json, chain, history, what=f"v1 image {top}")
     return ConvertedImage(
         id="sha256:" + hashlib.sha256(config).hexdigest(),
         v1_id=top,
