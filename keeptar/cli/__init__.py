@@ -25,6 +25,7 @@ __all__ = ["COMMANDS", "app", "main"]
 
 #: Each command and the module that registers it.
 COMMANDS = {
+    "convert": "keeptar.cli.convert",
     "gc": "keeptar.cli.gc",
     "images": "keeptar.cli.images",
     "info": "keeptar.cli.info",
