@@ -601,7 +601,7 @@ def plan_conversion(
         UsageError: *repo_tags* given for a multi-image archive.
     """
     reader = _Reader()
-    result = run_tar_stream(source, reader, progress=progress, drain=False)
+    result = run_tar_stream(source, reader, progress=progress)
     return _plan(reader, repo_tags, result.compression)
 
 
