@@ -1,0 +1,1 @@
+"""Docker v1 → v2 migration: the native engine and the container engine."""
