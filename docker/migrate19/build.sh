@@ -12,6 +12,7 @@
 # in the apt sources (default deb.debian.org), `docker import` turns it into the base image,
 # and Dockerfile adds the entrypoint on top.  Needs root (mmdebstrap's root mode), mmdebstrap
 # and a Docker daemon.  Takes about a minute and makes a ~400 MB image.
+# Exit status 3: it cannot be built here (not root, no mmdebstrap, no daemon, mirror unreachable).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -35,36 +36,39 @@ if [ -z "$mirror" ]; then
   mirror=${mirror:-http://deb.debian.org/debian}
 fi
 
-# The content hash: every input that shapes the image (not the mirror: same suite, same role).
+# How the base root filesystem is made: minbase + docker.io, no docs, man pages or locales.
+mmdebstrap_opts=(--mode=root --variant=minbase --include="$packages"
+  --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*'
+  --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/doc/*/copyright'
+  --aptopt='Acquire::Retries "3"')
+# Content hashes of every input that shapes each image (not the mirror: same suite, same role).
+base_hash=$(printf '%s\n' "$version" "$suite" "${mmdebstrap_opts[@]}" | sha256sum | cut -c1-16)
 hash=$(
-  { printf 'suite=%s packages=%s version=%s\n' "$suite" "$packages" "$version"
-    cat "$here/Dockerfile" "$here/migrate19.sh" "$here/build.sh"
-  } | sha256sum | cut -c1-16
+  { echo "$base_hash"; cat "$here/Dockerfile" "$here/migrate19.sh" "$here/build.sh"; } \
+    | sha256sum | cut -c1-16
 )
 hashed="$repo:$version-$hash"
-base="$repo-base:$version-$hash"
+base="$repo-base:$version-$base_hash"
 
 if [ "$force" = 0 ] && docker image inspect "$hashed" >/dev/null 2>&1; then
   docker tag "$hashed" "$image"
   echo "$image is up to date ($hashed)" >&2
   exit 0
 fi
-command -v mmdebstrap >/dev/null || {
-  echo "build.sh: mmdebstrap is needed (apt-get install mmdebstrap)" >&2
-  exit 1
-}
-docker version >/dev/null || { echo "build.sh: no Docker daemon answers" >&2; exit 1; }
+cannot() { echo "build.sh: cannot build $image here: $*" >&2; exit 3; }
+command -v mmdebstrap >/dev/null || cannot "mmdebstrap is needed (apt-get install mmdebstrap)"
+[ "$(id -u)" = 0 ] || cannot "mmdebstrap's root mode needs root"
+docker version >/dev/null 2>&1 || cannot "no Docker daemon answers (DOCKER_HOST)"
 
 start=$(date +%s)
 if [ "$force" = 1 ] || ! docker image inspect "$base" >/dev/null 2>&1; then
   echo "building $base from $mirror ($suite, $packages)..." >&2
-  # minbase + docker.io, no docs, man pages or locales; the tarball goes straight to import.
-  mmdebstrap --mode=root --variant=minbase --include="$packages" \
-    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
-    --aptopt='Acquire::Retries "3"' \
+  mmdebstrap "${mmdebstrap_opts[@]}" \
     "$suite" - "$mirror" \
-    | docker import --message "keeptar migrate19 base ($suite, $packages)" - "$base" >/dev/null
+    | docker import --message "keeptar migrate19 base ($suite, $packages)" - "$base" >/dev/null \
+    || { status=("${PIPESTATUS[@]}")
+         [ "${status[0]}" = 0 ] || cannot "mmdebstrap failed (is $mirror reachable?)"
+         echo "build.sh: docker import failed" >&2; exit 1; }
 fi
 docker build -q --build-arg "BASE=$base" -t "$hashed" -t "$image" "$here" >/dev/null
 echo "built $image ($hashed) in $(($(date +%s) - start)) s" >&2
