@@ -131,6 +131,26 @@ def test_v1_archive_converts_to_dockers_own_id(
     assert manifest[0]["RepoTags"] is None
 
 
+@pytest.mark.parametrize("name", list(TAGS))
+def test_output_is_what_the_host_daemon_saves(
+    name: str, dockerd: str, converted: dict[str, bytes]
+) -> None:
+    """Byte for byte what the host dockerd 20.10 (TZ=UTC) saves after its own legacy load.
+
+    ``docker save`` writes the v1-compatibility ``created`` in the daemon's local time, so
+    this also guards the inner daemon's ``TZ=UTC``.
+    """
+    image_id = legacy_load_id(dockerd, name)
+    saved = subprocess.run(
+        ["docker", "save", image_id],
+        capture_output=True,
+        timeout=300,
+        env={"DOCKER_HOST": dockerd, "PATH": HOST_PATH},
+    )
+    assert saved.returncode == 0, saved.stderr.decode()
+    assert converted[name] == saved.stdout
+
+
 def test_output_feeds_keeptars_stream_path(engine: ContainerEngine, dockerd: str) -> None:
     expected = legacy_load_id(dockerd, "docker-v1-app.tar")
     scanner = ArchiveScanner()
@@ -161,6 +181,43 @@ def test_scratch_dir_and_vfs_give_the_same_bytes(
     with engine.convert(fixture_path(MOBY)) as source:
         assert read_all(source) == converted[MOBY]
     assert list(tmp_path.iterdir()) == []  # the per-run data root is gone
+
+
+def big_v1_archive(size: int) -> bytes:
+    """A one-layer v1 archive (Docker 1.9 layout) whose layer holds one file of *size* bytes."""
+    layer = io.BytesIO()
+    with tarfile.open(fileobj=layer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        member = tarfile.TarInfo("big")
+        member.size = size
+        tar.addfile(member, io.BytesIO(bytes(size)))
+    v1_id = hashlib.sha256(b"keeptar big v1").hexdigest()
+    config = {"id": v1_id, "created": "2015-01-01T00:00:00Z", "os": "linux", "config": {}}
+    members = {
+        f"{v1_id}/VERSION": b"1.0",
+        f"{v1_id}/json": json.dumps(config).encode(),
+        f"{v1_id}/layer.tar": layer.getvalue(),
+        "repositories": json.dumps({"kt/big": {"1": v1_id}}).encode(),
+    }
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for name, data in members.items():
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return out.getvalue()
+
+
+def test_a_consumer_that_gives_up_leaves_no_container(
+    engine: ContainerEngine, dockerd: str
+) -> None:
+    with (
+        pytest.raises(RuntimeError, match="upload failed"),
+        engine.convert(iter([big_v1_archive(64 << 20)])) as source,
+    ):
+        assert source.read(1 << 16)  # the container is saving
+        raise RuntimeError("upload failed")  # e.g. Keep went away mid-stream
+    names = host_docker(dockerd, "ps", "--all", "--format", "{{.Names}}").split()
+    assert not [name for name in names if name.startswith("keeptar-migrate19-")]
 
 
 def test_bad_input_is_one_line_archive_error(engine: ContainerEngine) -> None:
