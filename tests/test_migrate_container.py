@@ -237,6 +237,29 @@ def test_truncated_v1_archive_is_refused(engine: ContainerEngine) -> None:
         read_all(source)
 
 
+def test_too_little_scratch_space_is_said_plainly(engine: ContainerEngine, tmp_path: Path) -> None:
+    small = tmp_path / "small"
+    small.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(small)])
+    if mounted.returncode != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    try:
+        engine.check()  # the flags that work here
+        tight = ContainerEngine(engine.image, security=engine.security_flags, scratch_dir=small)
+        with (
+            pytest.raises(
+                KeeptarError, match=r"ran out of space.*no space left on device"
+            ) as caught,
+            tight.convert(iter([big_v1_archive(32 << 20)])) as source,
+        ):
+            read_all(source)
+        assert not isinstance(caught.value, ArchiveError)  # the input was fine
+        assert "\n" not in str(caught.value)
+        assert list(small.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(small)], check=True)
+
+
 def test_missing_image_says_how_to_build_it(engine_image: str) -> None:
     engine = ContainerEngine("keeptar/migrate19:no-such-version")
     with pytest.raises(NotFoundError, match=r"build it with docker/migrate19/build\.sh"):

@@ -419,10 +419,14 @@ class ContainerEngine:
         if status == 0:
             return
         text = "\n".join(tail)
-        if any("docker load failed" in line for line in tail):
-            detail = _one_line(
-                "\n".join(line for line in tail if not line.startswith("migrate19:"))
+        detail = _one_line("\n".join(line for line in tail if not line.startswith("migrate19:")))
+        if "no space left on device" in text.lower():
+            where = "tmpfs" if self.scratch_dir is None else str(self.scratch_dir)
+            raise KeeptarError(
+                f"the migrate19 conversion of {name} ran out of space in its data root "
+                f"({where}): {detail}"
             )
+        if any("docker load failed" in line for line in tail):
             raise ArchiveError(
                 f"the migrate19 engine's Docker could not load {name} as an image archive"
                 + (f": {detail}" if detail else "")
