@@ -321,7 +321,10 @@ def test_no_credentials_reach_docker(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "also-secret-value")
     seen = tmp_path / "env"
     wrapper = tmp_path / "docker"  # records the client's environment, then runs the real one
-    wrapper.write_text(f'#!/bin/sh\nenv >>"{seen}"\nexec docker "$@"\n')
+    args = tmp_path / "args"
+    wrapper.write_text(
+        f'#!/bin/sh\nenv >>"{seen}"\nprintf "%s\\n" "$@" >>"{args}"\nexec docker "$@"\n'
+    )
     wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
     engine = ContainerEngine(engine_image, docker=str(wrapper), security="caps")
     with engine.convert(fixture_path(MOBY)) as source:
@@ -330,6 +333,12 @@ def test_no_credentials_reach_docker(
     assert "DOCKER_HOST=" in recorded
     assert token not in recorded and "also-secret-value" not in recorded
     assert "ARVADOS_API_TOKEN" not in recorded and "AWS_SECRET_ACCESS_KEY" not in recorded
+    # Nothing is passed into the container but the archive on stdin: no env, no volume.
+    run_args = args.read_text().splitlines()
+    assert "run" in run_args and "-i" in run_args
+    assert not {"-e", "--env", "--env-file", "-v", "--volume"} & set(run_args)
+    assert not [arg for arg in run_args if arg.startswith(("--env", "--volume", "--mount"))]
+    assert run_args[run_args.index("--network") :][:2] == ["--network", "none"]
 
 
 def test_free_space_check_uses_the_original_factors(tmp_path: Path) -> None:
