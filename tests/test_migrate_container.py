@@ -341,6 +341,30 @@ def test_no_credentials_reach_docker(
     assert run_args[run_args.index("--network") :][:2] == ["--network", "none"]
 
 
+def test_tokens_in_the_containers_stderr_are_scrubbed(
+    engine: ContainerEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Docker's legacy load names the image directory it could not read: here, a token.
+    secret = "abcdefghij0123456789secretvalue"
+    monkeypatch.setenv("ARVADOS_API_TOKEN", secret)
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        member = tarfile.TarInfo(f"{secret}/VERSION")
+        member.size = 3
+        tar.addfile(member, io.BytesIO(b"1.0"))
+    engine.check()
+    lines: list[str] = []
+    scrubbing = ContainerEngine(engine.image, security=engine.security_flags, log=lines.append)
+    with (
+        pytest.raises(ArchiveError, match=r"/\*\*\*/json: no such file") as caught,
+        scrubbing.convert(iter([archive.getvalue()])) as source,
+    ):
+        read_all(source)
+    assert secret not in str(caught.value)
+    assert any("***/json" in line for line in lines)
+    assert not [line for line in lines if secret in line]
+
+
 def test_free_space_check_uses_the_original_factors(tmp_path: Path) -> None:
     assert required_space(1000, "overlay") == 2500
     assert required_space(1000, "vfs") == 20000
