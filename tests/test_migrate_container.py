@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import fixture_path
-from keeptar.errors import ArchiveError, KeeptarError, NotFoundError
+from keeptar.errors import ArchiveError, KeeptarError, NotFoundError, UsageError
 from keeptar.formats import ArchiveScanner, read_images
 from keeptar.migrate.container import (
     CAPS_FLAGS,
@@ -373,3 +373,20 @@ def test_free_space_check_uses_the_original_factors(tmp_path: Path) -> None:
     assert needed == 2621440 and abs(available - free) < 1 << 30
     with pytest.raises(KeeptarError, match=r"not enough free space.*x 20.*vfs"):
         check_free_space(tmp_path, free // 10, "vfs")
+
+
+def test_security_flags_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KEEPTAR_MIGRATE19_SECURITY", "caps")
+    assert ContainerEngine().security_flags == CAPS_FLAGS
+    monkeypatch.setenv("KEEPTAR_MIGRATE19_SECURITY", "privileged")
+    assert ContainerEngine().security_flags == PRIVILEGED_FLAGS
+    monkeypatch.setenv(
+        "KEEPTAR_MIGRATE19_SECURITY", "--cap-add ALL --security-opt seccomp=unconfined"
+    )
+    engine = ContainerEngine()
+    assert engine.security_mode == "custom"
+    assert engine.security_flags == ("--cap-add", "ALL", "--security-opt", "seccomp=unconfined")
+    for smuggled in ("--privileged -v /:/host", "--env-file /root/.netrc", "--cap-add ALL -e X=1"):
+        monkeypatch.setenv("KEEPTAR_MIGRATE19_SECURITY", smuggled)
+        with pytest.raises(UsageError, match="not a security flag"):
+            ContainerEngine()
