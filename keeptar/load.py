@@ -10,18 +10,20 @@ their blocks.
 Registration matches ``arv-keepdocker``: one file ``<image id>.tar`` per
 collection, the ``docker-image-repo-tag`` property, a ``docker_image_hash``
 link and ``docker_image_repo+tag`` links, each with ``image_timestamp``.
-Nothing is registered until every block is stored, and a failure while
-registering removes what was created, so a failed load leaves no collection
-and no links; loading again is always safe.
+Nothing is registered until every block is stored.  The rules for
+registering (names, links, owner, reuse, adoption, rollback) live in
+:mod:`keeptar.catalog.registration`: a registration is never doubled and never
+half-done, and loading again is always safe.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
+import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -29,9 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from keeptar.archive import find_image_file
+from keeptar._source_kind import SourceKind
+from keeptar._subprocess import child_environment, child_message
+from keeptar.archive import find_image_file, inspect_source
 from keeptar.backends import Backend, Record
-from keeptar.catalog.images import HASH_LINK, REPO_TAG_LINK, ensure_link, find_image_collections
 from keeptar.catalog.loadable import (
     is_loadable,
     plan_rewrite,
@@ -48,6 +51,14 @@ from keeptar.catalog.references import (
     same_repository_names,
     split_image_ref,
 )
+from keeptar.catalog.registration import (
+    ImageRegistration,
+    Registered,
+    collection_name,
+    register_image,
+    resolve_owner,
+    reuse_image,
+)
 from keeptar.errors import (
     ArchiveError,
     ConflictError,
@@ -59,29 +70,21 @@ from keeptar.formats import ArchiveScanner, ImageInfo, read_images
 from keeptar.formats.loadable import Rewrite
 from keeptar.keep.blocks import BlockWriter, KeepFileReader, StoredStream, store_file
 from keeptar.keep.manifest import (
+    BLOCK_SIZE,
     is_collection_ref,
     is_portable_data_hash,
     manifest_from_segments,
     parse_manifest,
+    portable_data_hash,
     single_file_manifest,
 )
 from keeptar.keep.segments import stream_segments
 from keeptar.streaming.decompress import MAGIC_LENGTH, Compression, detect_compression
 from keeptar.streaming.sources import ByteSource, open_source, run_tar_stream
 
-__all__ = ["LoadResult", "SourceKind", "detect_source", "load_image"]
+__all__ = ["LoadResult", "SourceKind", "collection_name", "detect_source", "load_image"]
 
 _MOUNT_RECORD = ".arvados#collection"
-
-
-class SourceKind(str, enum.Enum):
-    """Where ``keeptar load`` reads the image from (``--from``)."""
-
-    FILE = "file"
-    STDIN = "stdin"
-    ARV_MOUNT = "arv-mount"
-    COLLECTION = "collection"
-    DOCKER = "docker"
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +161,8 @@ def detect_source(
 
     Without *forced*: no argument or ``-`` is standard input (no argument only
     when stdin is not a terminal); an existing path is a file, or an arv-mount
-    path when it lies inside a mounted collection; a PDH or collection UUID is
+    path when it lies inside a mounted collection; a named pipe (``mkfifo``, or
+    ``<(…)`` as a ``/dev/fd/N`` path) is a file read as a stream; a PDH or collection UUID is
     a collection.  Anything else is an error, never a guess: ``--from docker``
     is needed to save an image from the local daemon.
 
@@ -174,7 +178,9 @@ def detect_source(
             return forced, "-"
         if not argument or argument == "-":
             raise UsageError(f"--from {forced.value} needs a source argument")
-        if forced in (SourceKind.FILE, SourceKind.ARV_MOUNT) and not Path(argument).is_file():
+        if forced is SourceKind.FILE and not (Path(argument).is_file() or _is_stream(argument)):
+            raise UsageError(f"{argument}: no such file")
+        if forced is SourceKind.ARV_MOUNT and not Path(argument).is_file():
             raise UsageError(f"{argument}: no such file")
         if forced is SourceKind.COLLECTION and not is_collection_ref(argument):
             raise UsageError(f"{argument!r} is not a collection PDH or UUID")
@@ -192,6 +198,8 @@ def detect_source(
     if path.is_file():
         kind = SourceKind.ARV_MOUNT if _mount_file(path) else SourceKind.FILE
         return kind, argument
+    if _is_stream(argument):  # a FIFO, or <(…) (/dev/fd/N): read as a stream, as stdin
+        return SourceKind.FILE, argument
     if is_collection_ref(argument):
         return SourceKind.COLLECTION, argument
     raise UsageError(
@@ -201,6 +209,12 @@ def detect_source(
 
 
 # ---- choosing and checking the image ---------------------------------------------------
+
+
+def _refuse_what_docker_refuses(problems: Sequence[str]) -> None:
+    """crunch-run runs images with ``docker load``: store nothing it would refuse."""
+    if problems:
+        raise ArchiveError(problems[0])
 
 
 def _choose_image(images: Sequence[ImageInfo], wanted: str | None) -> ImageInfo:
@@ -281,13 +295,6 @@ def _check_names(target: _Target, image: ImageInfo) -> None:
         raise UsageError(f"{problem}{hint}")
 
 
-def collection_name(image_id: str, repo_tag: str | None) -> str:
-    """The default collection name, as ``arv-keepdocker`` makes it."""
-    if repo_tag:
-        return f"Docker image {repo_tag.replace('/', ' ')} {image_id[:12]}"
-    return f"Docker image {image_id[:12]}"
-
-
 # ---- the plan every source ends in ------------------------------------------------------
 
 
@@ -301,49 +308,48 @@ class _Target:
     warn: Callable[[str], None] | None = None
 
 
-def _resolve_owner(backend: Backend, project_uuid: str | None) -> str:
-    if project_uuid is None:
-        return backend.current_user().uuid
-    try:
-        project = backend.get_project(project_uuid)
-    except NotFoundError:
-        raise NotFoundError(f"project {project_uuid} not found (or not readable)") from None
-    if not project.get("can_write"):
-        raise ConflictError(f"you cannot write to project {project_uuid}")
-    uuid: str = project["uuid"]
-    return uuid
+def _request(target: _Target, image: ImageInfo) -> ImageRegistration:
+    return ImageRegistration(
+        image_id=image.id,
+        file_name=image.file_name,
+        owner_uuid=target.owner_uuid,
+        repo_tags=tuple(_repo_tags(image, target.tag)),
+        image_timestamp=image.created,
+        name=target.name,
+    )
 
 
 def _reuse_existing(target: _Target, image: ImageInfo) -> LoadResult | None:
     """Register *image* from a collection that already holds it, if there is one."""
-    candidates = find_image_collections(
-        target.backend,
-        image.id,
-        select=["uuid", "owner_uuid", "name", "manifest_text", "portable_data_hash"],
-    )
-    owned = [c for c in candidates if c["owner_uuid"] == target.owner_uuid]
-    unloadable: list[str] = []
-    for candidate in owned + [c for c in candidates if c not in owned]:
-        if not _blocks_stored(target.backend, candidate["manifest_text"]):
-            continue  # damaged: upload again, which restores its blocks too
-        if not is_loadable(target.backend, candidate["manifest_text"], image):
-            unloadable.append(candidate["uuid"])
-            continue
-        if candidate in owned:
-            return _register(target, image, existing=candidate, reused=True)
-        return _register(target, image, manifest_text=candidate["manifest_text"], reused=True)
+    if target.force:
+        return None
+    accept, unloadable = _loadable_filter(target, image)
+    registered = reuse_image(target.backend, _request(target, image), accept=accept)
+    if registered is None:
+        _warn_unloadable(target, image, unloadable)
+        return None
+    return _result(target, image, registered, None)
+
+
+def _loadable_filter(
+    target: _Target, image: ImageInfo
+) -> tuple[Callable[[Record], bool], list[str]]:
+    """A reuse filter that accepts only collections a compute node can load as *image*,
+    and the list it records the refused collections in."""
+    refused: list[str] = []
+
+    def accept(candidate: Record) -> bool:
+        if is_loadable(target.backend, candidate["manifest_text"], image):
+            return True
+        refused.append(candidate["uuid"])
+        return False
+
+    return accept, refused
+
+
+def _warn_unloadable(target: _Target, image: ImageInfo, unloadable: list[str]) -> None:
     if unloadable and target.warn is not None:
-        target.warn(unloadable_warning(image.id, unloadable))
-    return None
-
-
-def _blocks_stored(backend: Backend, manifest_text: str) -> bool:
-    """Whether every block *manifest_text* names is stored (so reusing it is safe)."""
-    return all(
-        backend.has_block(segment.locator)
-        for item in parse_manifest(manifest_text)
-        for segment in item.segments
-    )
+        target.warn(unloadable_warning(image.id, list(dict.fromkeys(unloadable))))
 
 
 def _register(
@@ -354,64 +360,63 @@ def _register(
     existing: Record | None = None,
     reused: bool = False,
 ) -> LoadResult:
-    """Create the collection (unless *existing*) and the links; undo all of it on failure."""
-    backend = target.backend
+    """Register *image* (see :func:`keeptar.catalog.registration.register_image`)."""
+    accept, unloadable = _loadable_filter(target, image)
+    registered = register_image(
+        target.backend,
+        _request(target, image),
+        manifest_text=manifest_text,
+        existing=existing,
+        force=target.force,
+        accept=accept,
+    )
+    if not registered.reused:
+        _warn_unloadable(target, image, unloadable)
+    return _result(target, image, registered, manifest_text, reused=reused)
+
+
+def _result(
+    target: _Target,
+    image: ImageInfo,
+    registered: Registered,
+    manifest_text: str | None,
+    *,
+    reused: bool = False,
+) -> LoadResult:
     tags = _repo_tags(image, target.tag)
-    primary = tags[0] if tags else None
-    properties: dict[str, Any] = {}
-    if image.created is not None:
-        properties["image_timestamp"] = image.created
-    created_links: list[str] = []
-    created_collection: str | None = None
-    try:
-        if existing is None:
-            assert manifest_text is not None
-            existing = backend.create_collection(
-                manifest_text=manifest_text,
-                name=target.name or collection_name(image.id, primary),
-                owner_uuid=target.owner_uuid,
-                properties={"docker-image-repo-tag": primary},
-                ensure_unique_name=True,
-            )
-            created_collection = existing["uuid"]
-        for link_class, link_name in [(HASH_LINK, image.id)] + [(REPO_TAG_LINK, t) for t in tags]:
-            link = ensure_link(
-                backend,
-                link_class=link_class,
-                name=link_name,
-                head_uuid=existing["uuid"],
-                owner_uuid=target.owner_uuid,
-                properties=properties,
-            )
-            if link is not None:
-                created_links.append(link["uuid"])
-    except BaseException:
-        _rollback(backend, created_links, created_collection)
-        raise
-    pdh = (
-        existing.get("portable_data_hash")
-        or backend.get_collection(existing["uuid"])["portable_data_hash"]
-    )
     return LoadResult(
-        uuid=existing["uuid"],
-        portable_data_hash=pdh,
+        uuid=registered.uuid,
+        portable_data_hash=registered.portable_data_hash,
         image_id=image.id,
-        repo_tag=primary,
+        repo_tag=tags[0] if tags else None,
         file_name=image.file_name,
-        format=image.format.value,
+        format=_stored_format(target.backend, registered, image, manifest_text),
         created=image.created,
-        reused=reused,
+        reused=reused or registered.reused,
     )
 
 
-def _rollback(backend: Backend, links: Sequence[str], collection: str | None) -> None:
-    """Best-effort removal of what a failed registration created."""
-    for uuid in reversed(links):
-        with contextlib.suppress(Exception):
-            backend.delete_link(uuid)
-    if collection is not None:
-        with contextlib.suppress(Exception):
-            backend.delete_collection(collection)
+def _stored_format(
+    backend: Backend, registered: Registered, image: ImageInfo, manifest_text: str | None
+) -> str:
+    """The layout of the archive registered: the input's, unless an existing copy
+    (maybe of another layout, e.g. docker-archive for an OCI input) was registered."""
+    source = registered.copied_from
+    if source is None or (
+        manifest_text is not None
+        and source.get("portable_data_hash") == portable_data_hash(manifest_text)
+    ):
+        return image.format.value
+    try:
+        _, item = find_image_file(backend, registered.uuid, "")
+        reader = KeepFileReader(backend.get_block, item, name=f"{registered.uuid}/{item.path}")
+        info = inspect_source(ByteSource(reader, reader.name))  # type: ignore[arg-type]
+    except KeeptarError:
+        return image.format.value
+    for stored in info.images:
+        if stored.id == image.id:
+            return stored.format.value
+    return image.format.value
 
 
 # ---- sources ----------------------------------------------------------------------------
@@ -429,8 +434,12 @@ def _load_stream(
     backend = target.backend
     scanner = ArchiveScanner()
     with BlockWriter(backend.put_block, detach=not backend.stores_in_place) as writer:
-        run_tar_stream(source, scanner, tap=writer.write, progress=progress)
+        # The README's memory promise, whatever window a zstd --long stream announces:
+        run_tar_stream(
+            source, scanner, tap=writer.write, progress=progress, on_window=writer.fit_window
+        )
         _, images = read_images(scanner.scan)
+        _refuse_what_docker_refuses(scanner.scan.docker_load_problems())
         image = _choose_image(images, image_ref)
         _check_format(backend, image, force_image_format)
         _check_names(target, image)
@@ -444,15 +453,12 @@ def _register_stored(
 ) -> LoadResult:
     """Register freshly stored bytes as *image*.
 
-    Unless ``--force``, look for the image once more first: another load may have
-    registered it while these bytes were uploading, and the stored blocks are the
-    same either way (content-addressed), so reuse beats a duplicate collection.
+    Unless ``--force``, the registration looks for the image once more first (in
+    the same transaction on the embedded store): another load may have registered
+    it while these bytes were uploading, and the stored blocks are the same either
+    way (content-addressed), so reuse beats a duplicate collection.
     With *rewrite*, the file stored is the loadable single-image form of those bytes.
     """
-    if not target.force:
-        found = _reuse_existing(target, image)
-        if found is not None:
-            return found
     manifest = single_file_manifest(image.file_name, stored.locators, stored.size)
     if rewrite is not None:
         segments = stream_segments(stored.locators)
@@ -477,7 +483,13 @@ def _load_plain_file(
     backend = target.backend
     assert source.fd is not None
     status = os.fstat(source.fd)
-    scan, images = scan_archive(source)
+    parsed = _ParsedBytes(source.name)
+    source.on_read = parsed.record
+    try:
+        scan, images = scan_archive(source)
+    finally:
+        source.on_read = None
+    _refuse_what_docker_refuses(scan.docker_load_problems())
     image = _choose_image(images, image_ref)
     _check_format(backend, image, force_image_format)
     _check_names(target, image)
@@ -492,6 +504,12 @@ def _load_plain_file(
         status.st_size,
         detach=not backend.stores_in_place,
         progress=progress,
+        # Resuming: blocks an interrupted run stored are not stored again (not with
+        # --force, which rewrites them all, repairing any damaged in place).
+        is_stored=backend.has_block
+        if backend.confirms_stored_blocks and not target.force
+        else None,
+        check=parsed.check,
     )
     if _identity(os.fstat(source.fd)) != _identity(status):
         raise ArchiveError(f"{source.name} changed while it was being loaded; load it again")
@@ -518,6 +536,7 @@ def _load_collection_file(
         )
     reader.seek(0)
     scan, images = scan_archive(ByteSource(reader, reader.name))  # type: ignore[arg-type]
+    _refuse_what_docker_refuses(scan.docker_load_problems())
     image = _choose_image(images, image_ref)
     _check_format(backend, image, force_image_format)
     _check_names(target, image)
@@ -543,21 +562,56 @@ def _load_collection_file(
     return _register(target, image, manifest_text=manifest, reused=True)
 
 
-@contextlib.contextmanager
-def _docker_save(image: str) -> Iterator[ByteSource]:
+def _docker_image_id(image: str) -> str:
+    """The ID of the local Docker image *image* (a name or an ID), from ``docker image inspect``."""
     if shutil.which("docker") is None:
         raise UsageError("--from docker needs the docker command and a running Docker daemon")
+    process = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", "--", image],
+        capture_output=True,
+        env=child_environment(),
+        check=False,
+    )
+    if process.returncode != 0:
+        _docker_failed("image inspect", image, process.returncode, process.stderr)
+    ids = process.stdout.decode(errors="replace").split()
+    if len(ids) != 1 or not ids[0].startswith("sha256:"):
+        raise KeeptarError(
+            f"docker image inspect {image} gave no image ID: {child_message(process.stdout)}"
+        )
+    return ids[0]
+
+
+def _is_id_reference(image: str, image_id: str) -> bool:
+    """Whether *image* names the image by (a prefix of) its ID rather than by a name."""
+    bare = image.lower().removeprefix("sha256:")
+    return (
+        len(bare) >= 1
+        and image_id.removeprefix("sha256:").startswith(bare)
+        and all(c in "0123456789abcdef" for c in bare)
+    )
+
+
+@contextlib.contextmanager
+def _docker_save(image_id: str) -> Iterator[ByteSource]:
+    """``docker save`` by image ID, as ``arv-keepdocker`` does: RepoTags is null in the tar.
+
+    The child gets no credentials (:mod:`keeptar._subprocess`).
+    """
     process = subprocess.Popen(
-        ["docker", "save", image], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ["docker", "save", image_id],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=child_environment(),
     )
     assert process.stdout is not None and process.stderr is not None
     try:
         try:
-            yield ByteSource(process.stdout, f"docker save {image}")  # type: ignore[arg-type]
+            yield ByteSource(process.stdout, f"docker save {image_id}")  # type: ignore[arg-type]
         except ArchiveError:
-            _check_docker(process, image)
+            _check_docker(process, image_id)
             raise
-        _check_docker(process, image)
+        _check_docker(process, image_id)
     finally:
         if process.poll() is None:
             process.kill()
@@ -569,12 +623,15 @@ def _docker_save(image: str) -> Iterator[ByteSource]:
 def _check_docker(process: subprocess.Popen[bytes], image: str) -> None:
     assert process.stderr is not None
     status = process.wait()
-    if status == 0:
-        return
-    detail = " ".join(process.stderr.read().decode(errors="replace").split())[:300]
+    if status != 0:
+        _docker_failed("save", image, status, process.stderr.read())
+
+
+def _docker_failed(command: str, image: str, status: int, stderr: bytes) -> None:
+    detail = child_message(stderr)
     if "no such image" in detail.lower() or "reference does not exist" in detail.lower():
         raise NotFoundError(f"the local Docker daemon has no image {image!r}")
-    raise KeeptarError(f"docker save {image} failed (exit {status}): {detail}")
+    raise KeeptarError(f"docker {command} {image} failed (exit {status}): {detail}")
 
 
 def load_image(
@@ -598,7 +655,9 @@ def load_image(
         source: the source argument (see :func:`detect_source`).
         source_kind: force the kind of source (``--from``).
         project_uuid: owner project (default: the user's home project).
-        tag: ``repo[:tag]`` to register instead of the archive's own tags.
+        tag: ``repo[:tag]`` to register instead of the archive's own tags (from
+            docker, the image name given, unless it is an image ID: the image is
+            saved by ID, as ``arv-keepdocker`` saves it, so the tar has no RepoTags).
         image: which image to load from a multi-image archive (ID prefix or repo:tag).
         name: collection name (default ``Docker image REPO:TAG HASH12``).
         force: create a new collection even if the image is stored already (uploading
@@ -616,6 +675,11 @@ def load_image(
             server would refuse, before anything is read or stored.
     """
     kind, value = detect_source(source, source_kind)
+    docker_id = None
+    if kind is SourceKind.DOCKER:
+        docker_id = _docker_image_id(value)
+        if tag is None and not _is_id_reference(value, docker_id):
+            tag = value  # the name comes from the argument, as in arv-keepdocker
     if tag is not None:
         typed = str(parse_image_ref(tag))
         problem = link_name_problem(typed)
@@ -628,7 +692,7 @@ def load_image(
         problem = collection_name_problem(name)
         if problem is not None:
             raise UsageError(f"--name: {problem}")
-    target = _Target(backend, _resolve_owner(backend, project_uuid), tag, name, force, _once(warn))
+    target = _Target(backend, resolve_owner(backend, project_uuid), tag, name, force, _once(warn))
 
     if kind in (SourceKind.COLLECTION, SourceKind.ARV_MOUNT):
         ref = (
@@ -647,7 +711,7 @@ def load_image(
                 raise
             kind = SourceKind.FILE  # a mount of another cluster: copy the bytes instead
 
-    opened = _docker_save(value) if kind is SourceKind.DOCKER else open_source(value)
+    opened = open_source(value) if docker_id is None else _docker_save(docker_id)
     with opened as stream:
         if kind is SourceKind.FILE and _is_plain_file(stream):
             return _load_plain_file(
@@ -680,9 +744,56 @@ def _once(warn: Callable[[str], None] | None) -> Callable[[str], None] | None:
     return once
 
 
-def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
-    """What tells a file's content changed: device, inode, size, modification time."""
-    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns)
+def _identity(info: os.stat_result) -> tuple[int, int, int, int, int]:
+    """What tells a file's content changed: device, inode, size, modification and change time."""
+    return (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+class _ParsedBytes:
+    """Digests of the byte ranges a metadata pass read, to check the stored blocks against.
+
+    The tar reader's result depends only on the bytes it was fed (what it skipped
+    it never saw), so if every range it read is the same in the stored blocks, the
+    stored file parses to the same images, IDs and tags.  Ranges are cut at Keep
+    block boundaries and kept as sha256 digests: memory is a few bytes per range.
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._ranges: dict[int, list[tuple[int, int, bytes]]] = {}
+
+    def record(self, offset: int, data: bytes) -> None:
+        """Remember that the bytes at *offset* were *data*."""
+        view = memoryview(data)
+        while len(view):
+            block, within = divmod(offset, BLOCK_SIZE)
+            count = min(len(view), BLOCK_SIZE - within)
+            digest = hashlib.sha256(view[:count]).digest()
+            self._ranges.setdefault(block * BLOCK_SIZE, []).append((within, count, digest))
+            offset += count
+            view = view[count:]
+
+    def check(self, offset: int, block: memoryview) -> None:
+        """Check the block stored at *offset* against what was read there.
+
+        Raises:
+            ArchiveError: a range differs: the file was rewritten during the load.
+        """
+        for within, count, digest in self._ranges.get(offset, ()):
+            if hashlib.sha256(block[within : within + count]).digest() != digest:
+                raise ArchiveError(
+                    f"{self._name} changed while it was being loaded (byte {offset + within} "
+                    "on differs from what was read); load it again"
+                )
+
+
+def _is_stream(path: str) -> bool:
+    """Whether *path* is a named pipe or a socket (read once, as standard input is)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
 
 
 def _is_plain_file(source: ByteSource) -> bool:

@@ -3,25 +3,39 @@
 Not a product feature.  It serves the real discovery document (from the
 ``arvados-python-client`` sdist, see ``fixtures/arvados-v1-discovery.ORIGIN.md``)
 over HTTPS with a throwaway self-signed certificate, the REST calls that keeptar,
-``arv-put``, ``arv-get``, ``arv-keepdocker`` and ``KeepClient`` make, and a
-keepstore over plain HTTP.  Its semantics follow the server code
-(``services/api`` in arvados/arvados):
+``arv-put``, ``arv-get``, ``arv-keepdocker``, ``KeepClient`` and ``arvados-cwl-runner``
+make, and two keepstores over plain HTTP.  Its semantics follow the server code
+(``services/api``, ``lib/controller`` and ``services/keepstore`` in arvados/arvados):
 
 - permission signatures ``+A<hmac-sha1(key, md5@token@expiry@ttl)>@<expiry>``;
   non-admin manifests need a valid one on every non-empty locator (403),
   manifests are stored without hints and signed again for each reader;
 - a user reads what they own (directly or through projects they own), what a
   ``permission`` link shares with them, and admins read everything;
-- ``ensure_unique_name`` appends `` (<last 15 of uuid>)`` to a clashing name;
 - 422 for what the server refuses: a manifest ``Keep::Manifest.validate!``
   refuses, a collection or project name that is ``.``, ``..`` or holds ``/``
   (``ensure_filesystem_compatible_name``, ``ForwardSlashNameSubstitution: ""``),
   and a name or other ``character varying(255)`` column over 255 characters;
+- ``ensure_unique_name`` appends `` (<last 15 of uuid>)`` to a clashing name; without
+  it a clash is the 422 ``#<ActiveRecord::RecordNotUnique: PG::UniqueViolation: …>``
+  that ``ApplicationController#render_error`` sends, error messages ending in
+  `` (<X-Request-Id>)`` as ``send_error`` writes them;
+- user records carry ``can_write``/``can_manage`` for the caller, as groups do;
 - ``GET collections/<pdh>`` returns ``{uuid: pdh, portable_data_hash, manifest_text}``;
 - lists take ``filters`` (``= != < <= > >= in, not in, like, ilike, exists``),
-  ``select``, ``order``, ``limit`` (default 100, max 1000), ``offset``, ``count``.
+  ``select``, ``order``, ``limit`` (default 100, max 1000), ``offset``, ``count``;
+- a POST with a form body and ``_method`` or ``X-Http-Method-Override`` is routed as
+  that method (googleapiclient sends every GET longer than 2048 characters so);
+- each keepstore has one volume and answers ``X-Keep-Replicas-Stored: 1``, so
+  ``default_replication`` copies take that many services (``keepstores``);
+- ``*_uuid`` fields must name readable records (422 ``Head uuid '…' not found``),
+  owners must be users or projects the caller can write (403); whatever a trashed
+  project owns is hidden; users and groups carry ``can_write``/``can_manage``;
+- ``container_requests`` resolve ``container_image`` on commit with a port of
+  ``Collection.find_all_for_docker_image``; the container records the image's PDH.
 
-Faults can be injected per endpoint: :meth:`Emulator.inject`.
+Faults can be injected per endpoint: :meth:`Emulator.inject` (an error status, a
+dropped connection, a delay before the work, or a *hold*: the work done, the answer late).
 """
 
 from __future__ import annotations
@@ -54,16 +68,25 @@ from urllib.parse import parse_qs, unquote, urlsplit
 DISCOVERY = Path(__file__).resolve().parent / "fixtures" / "arvados-v1-discovery.json"
 _ALPHABET = string.ascii_lowercase + string.digits
 _LOCATOR = re.compile(r"^([0-9a-f]{32})\+([0-9]+)((\+[A-Z][A-Za-z0-9@_-]*)*)$")
-_TYPE_OF = {"tpzed": "users", "j7d0g": "groups", "4zz18": "collections", "o0j2j": "links"}
+_UUID = re.compile(r"^[0-9a-z]{5}-([0-9a-z]{5})-[0-9a-z]{15}$")  # HasUuid::UUID_REGEX
+_TYPE_OF = {
+    "tpzed": "users",
+    "j7d0g": "groups",
+    "4zz18": "collections",
+    "o0j2j": "links",
+    "xvhdp": "container_requests",
+    "dz642": "containers",
+}
 _INFIX = {v: k for k, v in _TYPE_OF.items()}
 MAX_BLOCK = 1 << 26
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *more: str) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.errors = [message, *more]  # Rails sends every validation message
 
 
 @dataclass
@@ -76,6 +99,9 @@ class Fault:
     times: int = 1
     delay: float = 0.0
     drop: bool = False
+    skip: int = 0
+    hold: float = 0.0
+    message: str | None = None
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method in ("*", method)) and path.startswith(self.path)
@@ -129,6 +155,8 @@ class Emulator:
         docker_image_formats: served as ``dockerImageFormats``.
         blob_signature_ttl: seconds a permission signature lasts.
         default_replication: served as ``defaultCollectionReplication``.
+        keepstores: keepstore services, each with one volume of its own (``block_dirs``):
+            each stores one replica, so ``default_replication`` copies need as many services.
     """
 
     uuid_prefix: str = "zzzzz"
@@ -136,6 +164,7 @@ class Emulator:
     blob_signature_ttl: int = 1209600
     default_replication: int = 2
     max_page_size: int = 1000  # API.MaxItemsPerResponse
+    keepstores: int = 2
     blob_signing_key: str = field(default_factory=lambda: secrets.token_hex(32))
 
     def __post_init__(self) -> None:
@@ -157,6 +186,8 @@ class Emulator:
             "groups": {},
             "collections": {},
             "links": {},
+            "container_requests": {},
+            "containers": {},
         }
         for account in (self.admin, self.alice, self.bob):
             self.tables["users"][account.uuid] = {
@@ -185,8 +216,9 @@ class Emulator:
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
         self._tmp = Path(tempfile.mkdtemp(prefix="arv-emulator-"))
-        self.block_dir = self._tmp / "keep"
-        self.block_dir.mkdir()
+        self.block_dirs = [self._tmp / f"keep{n}" for n in range(self.keepstores)]
+        for folder in self.block_dirs:
+            folder.mkdir()
         self._servers: list[ThreadingHTTPServer] = []
 
     # ---- life cycle ------------------------------------------------------------------
@@ -197,12 +229,16 @@ class Emulator:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert, key)
         self._api_server.socket = context.wrap_socket(self._api_server.socket, server_side=True)
-        self._keep_server = _Server(("127.0.0.1", 0), _KeepHandler, self)
-        for server in (self._api_server, self._keep_server):
+        keep_servers = [
+            _Server(("127.0.0.1", 0), _KeepHandler, self, volume=folder)
+            for folder in self.block_dirs
+        ]
+        for server in (self._api_server, *keep_servers):
             self._servers.append(server)
             threading.Thread(target=server.serve_forever, daemon=True).start()
         self.api_port = self._api_server.server_address[1]
-        self.keep_port = self._keep_server.server_address[1]
+        self.keep_ports = [server.server_address[1] for server in keep_servers]
+        self.keep_port = self.keep_ports[0]
         return self
 
     def stop(self) -> None:
@@ -262,14 +298,23 @@ class Emulator:
         times: int = 1,
         delay: float = 0.0,
         drop: bool = False,
+        skip: int = 0,
+        hold: float = 0.0,
+        message: str | None = None,
     ) -> Fault:
         """Make the next *times* requests matching *method* and *path* prefix misbehave.
 
         Paths are ``/arvados/v1/<resource>…`` for the API and ``/keep/`` for every
         keepstore request.  *status* answers with that HTTP error, *drop* closes
-        the connection without an answer, *delay* sleeps first.
+        the connection without an answer, *delay* sleeps first.  *hold* carries
+        out an API request, then sleeps before answering (the client may be
+        interrupted while the server has already done it).  The first *skip*
+        matching requests pass untouched.  *message* is the
+        error the answer gives (as the server words it, e.g. ``Forbidden``).
         """
-        fault = Fault(method.upper(), path, status, times, delay, drop)
+        fault = Fault(
+            method.upper(), path, status, times, delay, drop, skip, hold, message
+        )
         with self.lock:
             self.faults.append(fault)
         return fault
@@ -278,6 +323,9 @@ class Emulator:
         with self.lock:
             for fault in self.faults:
                 if fault.times > 0 and fault.matches(method, path):
+                    if fault.skip > 0:
+                        fault.skip -= 1
+                        continue
                     fault.times -= 1
                     return fault
         return None
@@ -358,6 +406,75 @@ class Emulator:
         if table == "users":
             return True
         return self.permission(user, record["uuid"]) >= 1
+
+    # ---- records: trash, foreign UUIDs, owners (arvados_model.rb, link.rb) -----------
+
+    def in_trash(self, table: str, record: dict[str, Any]) -> bool:
+        """Trashed, or owned (at any depth) by a trashed project.
+
+        ``ArvadosModel.readable_by``'s ``excluded_trash``: rows whose owner is in
+        ``trashed_groups`` (every project under a trashed one) are left out, even
+        for admins; groups and collections also by their own ``trash_at``.
+        """
+        if table in ("groups", "collections") and record.get("is_trashed"):
+            return True
+        owner = record.get("owner_uuid")
+        seen: set[str] = set()
+        while owner and owner not in seen and "-j7d0g-" in owner:
+            seen.add(owner)
+            group = self.tables["groups"].get(owner)
+            if group is None:
+                return False
+            if group.get("is_trashed"):
+                return True
+            owner = group.get("owner_uuid")
+        return False
+
+    def visible(self, user: UserAccount, table: str, record: dict[str, Any]) -> bool:
+        """What ``Model.readable_by(user)`` returns: readable and not in the trash."""
+        return not self.in_trash(table, record) and self.readable(user, table, record)
+
+    def check_foreign_uuids(
+        self, user: UserAccount, record: dict[str, Any], attributes: list[str]
+    ) -> list[str]:
+        """``ArvadosModel#ensure_valid_uuids``: each ``*_uuid`` attribute set or changed
+        that is a UUID of a known type must name a record the user can read (the system
+        user is exempt).  Returns Rails' full messages, e.g. ``Head uuid '…' not found``.
+
+        Covers ``owner_uuid``, ``tail_uuid`` and ``head_uuid``; a PDH or an unknown type
+        is not checked, as on the server.
+        """
+        errors = []
+        for attribute in attributes:
+            value = record.get(attribute)
+            if not isinstance(value, str) or value == self.system_user:
+                continue
+            match = _UUID.match(value)
+            table = _TYPE_OF.get(match.group(1)) if match else None
+            if table is None:
+                continue
+            target = self.tables[table].get(value)
+            if target is None or not self.visible(user, table, target):
+                label = attribute.replace("_", " ").capitalize()
+                errors.append(f"{label} '{value}' not found")
+        return errors
+
+    def check_owner(self, user: UserAccount, owner: str | None, which: str = "new") -> None:
+        """``ArvadosModel#ensure_owner_uuid_is_permitted`` for a new or changed owner:
+        a user or a project the caller can write (403 otherwise)."""
+        if not owner:
+            raise ApiError(403, "Owner uuid cannot be nil")
+        match = _UUID.match(owner)
+        kind = match.group(1) if match else None
+        if kind not in ("tpzed", "j7d0g"):
+            raise ApiError(403, "Owner uuid must be set to User or Group")
+        if (owner != self.system_user or not user.is_admin) and self.permission(user, owner) < 2:
+            raise ApiError(
+                403,
+                f"Owner uuid cannot be set or changed without write permission on {which} owner",
+            )
+        if kind == "j7d0g" and self.tables["groups"][owner].get("group_class") != "project":
+            raise ApiError(403, "Owner uuid must be a project")
 
     # ---- signatures ------------------------------------------------------------------
 
@@ -456,9 +573,16 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], handler: type, emulator: Emulator) -> None:
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler: type,
+        emulator: Emulator,
+        volume: Path | None = None,
+    ) -> None:
         super().__init__(address, handler)
         self.emulator = emulator
+        self.volume = volume  # a keepstore's one volume
 
     def handle_error(self, request: Any, client_address: Any) -> None:  # quiet broken pipes
         pass
@@ -466,6 +590,7 @@ class _Server(ThreadingHTTPServer):
 
 class _Base(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    hold = 0.0
     # Headers and body go out in separate writes; with Nagle's algorithm the body
     # waits for the client's delayed ACK (~40 ms a response), which real servers avoid.
     disable_nagle_algorithm = True
@@ -513,6 +638,7 @@ class _Base(BaseHTTPRequestHandler):
         """Apply an injected fault; True if the request is finished."""
         self.emu.requests.append((self.command, path))
         fault = self.emu.take_fault(self.command, path)
+        self.hold = fault.hold if fault is not None else 0.0
         if fault is None:
             return False
         if fault.delay:
@@ -525,12 +651,18 @@ class _Base(BaseHTTPRequestHandler):
             return True
         if fault.status is not None:
             self.body()
-            self.send_json(fault.status, {"errors": [f"injected fault {fault.status}"]})
+            message = fault.message or f"injected fault {fault.status}"
+            self.send_json(fault.status, {"errors": [message]})
             return True
         return False
 
 
 class _KeepHandler(_Base):
+    @property
+    def volume(self) -> Path:
+        assert self.server.volume is not None
+        return self.server.volume
+
     def do_PUT(self) -> None:
         if self.fault("/keep/"):
             return
@@ -560,21 +692,19 @@ class _KeepHandler(_Base):
             got += count
         if digest.hexdigest() != md5:
             return self.send(422, b"Hash mismatch\n", "text/plain")
-        path = self.emu.block_dir / md5
+        path = self.volume / md5
         if not path.exists():
             tmp = path.with_suffix(f".{threading.get_ident()}")
             _write_block(tmp, view)
             os.replace(tmp, path)
         locator = f"{md5}+{length}" + self.emu.sign(md5, account.token)
-        replicas = self.headers.get("X-Keep-Desired-Replicas", "1")
+        # What was stored, not what was asked (X-Keep-Desired-Replicas): keepstore
+        # writes to its own volumes only, here one volume of replication 1.
         self.send(
             200,
             (locator + "\n").encode(),
             "text/plain",
-            {
-                "X-Keep-Replicas-Stored": replicas,
-                "X-Keep-Storage-Classes-Confirmed": f"default={replicas}",
-            },
+            {"X-Keep-Replicas-Stored": "1", "X-Keep-Storage-Classes-Confirmed": "default=1"},
         )
 
     def do_GET(self) -> None:
@@ -587,7 +717,7 @@ class _KeepHandler(_Base):
         token = self.token() or ""
         if token not in self.emu.accounts or not self.emu.signature_valid(locator, token):
             return self.send(403, b"Forbidden\n", "text/plain")
-        path = self.emu.block_dir / match.group(1)
+        path = self.volume / match.group(1)
         if not path.exists():
             return self.send(404, b"Not Found\n", "text/plain")
         self.send(200, path.read_bytes(), "application/octet-stream")
@@ -596,6 +726,8 @@ class _KeepHandler(_Base):
 
 
 class _ApiHandler(_Base):
+    method = "GET"  # the method routed: the request's, or the one a POST form overrides
+
     def do_GET(self) -> None:
         self.dispatch()
 
@@ -620,20 +752,60 @@ class _ApiHandler(_Base):
                 return self.send_json(200, self.discovery())
             if not url.path.startswith("/arvados/v1/"):
                 raise ApiError(404, f"no route for {url.path}")
+            if url.path.rstrip("/") == "/arvados/v1/config" and self.command == "GET":
+                # Public, as the controller's ConfigGet: no token is checked.
+                return self.send_json(200, self.config())
             account = self.emu.accounts.get(self.token() or "")
             if account is None:
                 raise ApiError(401, "Not logged in")
             params = {k: v[-1] for k, v in parse_qs(url.query).items()}
             raw = self.body()
-            body = json.loads(raw) if raw else {}
+            self.method = self.command
+            if self.command == "POST":
+                params, raw = self.method_override(params, raw)
+            try:
+                body = json.loads(raw) if raw else {}
+            except ValueError as exc:
+                raise ApiError(400, f"cannot decode the request body as JSON: {exc}") from exc
             parts = [unquote(p) for p in url.path[len("/arvados/v1/") :].strip("/").split("/")]
             with self.emu.lock:
                 status, doc = self.route(account, parts, params, body)
+            if self.hold:
+                time.sleep(self.hold)  # done, but the answer is late
             self.send_json(status, doc)
         except ApiError as exc:
-            self.send_json(
-                exc.status, {"errors": [exc.message], "error_token": secrets.token_hex(8)}
-            )
+            # As ApplicationController#send_error: the request ID after each message.
+            request_id = self.headers.get("X-Request-Id")
+            errors = [f"{m} ({request_id})" if request_id else m for m in exc.errors]
+            token = f"{int(time.time())}+{secrets.token_hex(4)}"
+            self.send_json(exc.status, {"errors": errors, "error_token": token})
+
+    # ---- method override (lib/controller/router/router.go ServeHTTP) --------------------
+
+    def is_form(self) -> bool:
+        content_type = self.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        return content_type == "application/x-www-form-urlencoded"
+
+    def method_override(self, params: dict[str, str], raw: bytes) -> tuple[dict[str, str], bytes]:
+        """A POST's form body fields join the query's, and ``_method`` (query or form)
+        or else ``X-Http-Method-Override`` names the method to route as.
+
+        googleapiclient resends any GET whose URL exceeds 2048 characters this way.
+        The controller parses the form (``r.ParseForm``), then takes ``_method``
+        from it, else the header.  Returns the parameters and the body left to decode.
+        """
+        merged = dict(params)
+        if self.is_form():
+            try:
+                form = parse_qs(raw.decode("utf-8"), keep_blank_values=True)
+            except UnicodeDecodeError as exc:
+                raise ApiError(400, f"cannot decode the form body: {exc}") from exc
+            merged.update({k: v[0] for k, v in form.items()})  # the body's values win
+            raw = b""
+        override = merged.pop("_method", "") or self.headers.get("X-Http-Method-Override", "")
+        if override:
+            self.method = override.upper()
+        return merged, raw
 
     def discovery(self) -> dict[str, Any]:
         doc = json.loads(DISCOVERY.read_text())
@@ -657,7 +829,7 @@ class _ApiHandler(_Base):
     def route(
         self, user: UserAccount, parts: list[str], params: dict[str, str], body: dict[str, Any]
     ) -> tuple[int, Any]:
-        method = self.command
+        method = self.method
         resource = parts[0]
         ident = parts[1] if len(parts) > 1 else None
         if resource == "config" and method == "GET":
@@ -667,19 +839,20 @@ class _ApiHandler(_Base):
                 "kind": "arvados#keepServiceList",
                 "items": [
                     {
-                        "uuid": f"{self.emu.uuid_prefix}-bi6l4-keepstore000000",
+                        "uuid": f"{self.emu.uuid_prefix}-bi6l4-keepstore{n:06d}",
                         "service_host": "127.0.0.1",
-                        "service_port": self.emu.keep_port,
+                        "service_port": port,
                         "service_ssl_flag": False,
                         "service_type": "disk",
                         "read_only": False,
                         "kind": "arvados#keepService",
                     }
+                    for n, port in enumerate(self.emu.keep_ports)
                 ],
-                "items_available": 1,
+                "items_available": len(self.emu.keep_ports),
             }
         if resource == "users" and ident == "current":
-            return 200, self.emu.tables["users"][user.uuid]
+            return 200, self.output(user, "users", self.emu.tables["users"][user.uuid], None)
         if resource == "api_client_authorizations" and ident == "current":
             return 200, {
                 "uuid": f"{self.emu.uuid_prefix}-gj3su-000000000000000",
@@ -691,6 +864,8 @@ class _ApiHandler(_Base):
             return 200, group_listing(self, user, parts[1], params)
         if resource == "groups" and method == "GET" and parts[2:] == ["contents"]:
             return 200, group_listing(self, user, "contents", {**params, "uuid": parts[1]})
+        if resource in ("container_requests", "containers"):
+            return 200, _route_containers(self, user, method, resource, ident, params, body)
         if resource not in ("users", "groups", "collections", "links"):
             raise ApiError(404, f"no route for {resource}")
         body = body.get(resource[:-1], body) if isinstance(body.get(resource[:-1]), dict) else body
@@ -731,7 +906,9 @@ class _ApiHandler(_Base):
         out = dict(record)
         if table == "collections" and "manifest_text" in out:
             out["manifest_text"] = self.emu.signed_manifest(out["manifest_text"], user.token)
-        if table == "groups":
+        if table in ("groups", "users"):
+            # ArvadosModel#can_write / #can_manage: current_user.can?(write: self).  For
+            # a user record: oneself, an admin, or a permission link granting it.
             level = self.emu.permission(user, record["uuid"])
             out["can_write"] = level >= 2
             out["can_manage"] = level >= 3
@@ -741,7 +918,7 @@ class _ApiHandler(_Base):
 
     def find(self, user: UserAccount, table: str, ident: str) -> dict[str, Any]:
         record = self.emu.tables[table].get(ident)
-        if record is None or not self.emu.readable(user, table, record) or record.get("is_trashed"):
+        if record is None or not self.emu.visible(user, table, record):
             raise ApiError(404, f"Path not found: {table}/{ident}")
         return record
 
@@ -754,9 +931,7 @@ class _ApiHandler(_Base):
             matches = [
                 c
                 for c in self.emu.tables["collections"].values()
-                if c["portable_data_hash"] == pdh
-                and not c["is_trashed"]
-                and self.emu.readable(user, "collections", c)
+                if c["portable_data_hash"] == pdh and self.emu.visible(user, "collections", c)
             ]
             if not matches:
                 raise ApiError(404, f"Path not found: collections/{ident}")
@@ -780,9 +955,7 @@ class _ApiHandler(_Base):
         records = [
             r
             for r in self.emu.tables[table].values()
-            if not r.get("is_trashed")
-            and self.emu.readable(user, table, r)
-            and all(_matches(r, f) for f in filters)
+            if self.emu.visible(user, table, r) and all(_matches(r, f) for f in filters)
         ]
         for spec in reversed(orders or ["modified_at desc", "uuid desc"]):
             column, _, direction = spec.strip().partition(" ")
@@ -810,8 +983,6 @@ class _ApiHandler(_Base):
         if table == "users":
             raise ApiError(403, "Forbidden")
         owner = body.get("owner_uuid") or user.uuid
-        if self.emu.permission(user, owner) < 2:
-            raise ApiError(403, f"Permission denied: cannot write to {owner}")
         uuid = self.emu.new_uuid(table)
         now = _now()
         record: dict[str, Any] = {
@@ -843,7 +1014,6 @@ class _ApiHandler(_Base):
                 }
             )
             check_record(table, record)
-            self.unique_name(table, record, params)
         else:
             manifest = body.get("manifest_text") or ""
             check_manifest(manifest)
@@ -866,9 +1036,57 @@ class _ApiHandler(_Base):
                     "preserve_version": False,
                 }
             )
+        self.validate_new(user, table, record)
+        if table != "links":
             self.unique_name(table, record, params)
         self.emu.tables[table][record["uuid"]] = record
         return self.output(user, table, record, None)
+
+    def validate_new(self, user: UserAccount, table: str, record: dict[str, Any]) -> None:
+        """Validations (422), then the owner check (403), as Rails runs them on create."""
+        errors = self.emu.check_foreign_uuids(
+            user, record, ["owner_uuid", "tail_uuid", "head_uuid"]
+        )
+        if table == "links":
+            errors += self.link_errors(record)
+        if errors:
+            raise ApiError(422, *errors)
+        if table == "links" and record.get("link_class") == "permission":
+            # Link#ensure_owner_uuid_is_permitted: manage the head; owned by the system user
+            if self.emu.permission(user, record["head_uuid"]) < 3:
+                raise ApiError(
+                    403,
+                    "#<ArvadosModel::PermissionDeniedError: ArvadosModel::PermissionDeniedError>",
+                )
+            record["owner_uuid"] = self.emu.system_user
+            return
+        self.emu.check_owner(user, record["owner_uuid"])
+
+    def link_errors(self, record: dict[str, Any]) -> list[str]:
+        """link.rb's own validations: no name links; a permission link names a level
+        and grants it to a user (roles are not modelled)."""
+        if record.get("link_class") == "name":
+            return ["Name Name links are obsolete"]
+        if record.get("link_class") != "permission":
+            return []
+        if record.get("name") not in ("can_read", "can_write", "can_manage", "can_login"):
+            return [
+                "Name is invalid permission, must be one of 'can_read', 'can_write', "
+                "'can_manage', 'can_login'"
+            ]
+        tail = str(record.get("tail_uuid"))
+        if "-j7d0g-" in tail:
+            group = self.emu.tables["groups"].get(tail)
+            if group is None:
+                return ["Tail uuid does not exist"]
+            if group.get("group_class") != "role":
+                return [
+                    "Tail uuid must be a user or role, was group with group_class "
+                    f"{group.get('group_class')}"
+                ]
+        elif "-tpzed-" not in tail:
+            return ["Tail uuid must be a user or role"]
+        return []
 
     def unique_name(self, table: str, record: dict[str, Any], params: dict[str, str]) -> None:
         clash = any(
@@ -883,12 +1101,15 @@ class _ApiHandler(_Base):
         if params.get("ensure_unique_name") in ("true", "True", "1"):
             record["name"] = f"{record['name'][:237]} ({record['uuid'][-15:]})"
             return
+        # ApplicationController#render_error: 422 with the exception's #inspect, the
+        # PostgreSQL message and its DETAIL line (the unique index excludes trashed
+        # collections and old versions, as here).
         raise ApiError(
             422,
             "#<ActiveRecord::RecordNotUnique: PG::UniqueViolation: ERROR:  duplicate "
-            f'key value violates unique constraint "index_{table}_on_owner_uuid_and_name" '
+            f'key value violates unique constraint "index_{table}_on_owner_uuid_and_name"\n'
             f"DETAIL:  Key (owner_uuid, name)=({record['owner_uuid']}, {record['name']}) "
-            "already exists.>",
+            "already exists.\n>",
         )
 
     def check_signatures(self, user: UserAccount, manifest: str) -> None:
@@ -929,10 +1150,26 @@ class _ApiHandler(_Base):
         for key in ("uuid", "created_at", "kind"):
             changes.pop(key, None)
         updated = {**record, **changes, "modified_at": _now()}
+        self.validate_changes(user, record, updated)
         if "name" in changes:
             self.unique_name(table, updated, params)
         self.emu.tables[table][ident] = updated
         return self.output(user, table, updated, None)
+
+    def validate_changes(
+        self, user: UserAccount, record: dict[str, Any], updated: dict[str, Any]
+    ) -> None:
+        """On update, changed ``*_uuid`` attributes are checked as on create; a new owner
+        needs write permission on the old owner and on the new one."""
+        changed = [
+            a for a in ("owner_uuid", "tail_uuid", "head_uuid") if updated.get(a) != record.get(a)
+        ]
+        errors = self.emu.check_foreign_uuids(user, updated, changed)
+        if errors:
+            raise ApiError(422, *errors)
+        if "owner_uuid" in changed:
+            self.emu.check_owner(user, record.get("owner_uuid"), "old")
+            self.emu.check_owner(user, updated.get("owner_uuid"))
 
     def delete(self, user: UserAccount, table: str, ident: str) -> dict[str, Any]:
         record = self.find(user, table, ident)
@@ -1071,6 +1308,338 @@ def check_manifest(manifest: str) -> None:
     problem = manifest_problem(manifest)
     if problem is not None:
         raise ApiError(422, f"Manifest text {problem}")
+
+
+# ---- the server's Docker image lookup and container requests ------------------------------
+#
+# Ported from services/api: Collection.find_all_for_docker_image and
+# get_compatible_images (collection.rb), Container.resolve_container_image (container.rb),
+# and the parts of ContainerRequest (container_request.rb) that decide whether a request
+# is accepted and which image its container runs.  Keep::Manifest and Keep::Locator are
+# ported from sdk/ruby/lib/arvados/keep.rb as far as the lookup uses them.
+
+_RUBY_LOCATOR = re.compile(r"^([0-9a-fA-F]{32})(\+([0-9]+))?((\+([A-Z][A-Za-z0-9@_-]*))+)?\Z")
+
+
+class UnresolvableContainerError(ApiError):
+    """``ArvadosModel::UnresolvableContainerError`` (422), rendered as Rails does:
+    the exception's ``inspect``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(422, f"#<ArvadosModel::UnresolvableContainerError: {message}>")
+
+
+def _ruby_unescape(text: str) -> str:
+    """``Keep::Manifest.unescape``: ``\\\\`` and ``\\ooo`` octal escapes."""
+    return re.sub(
+        r"\\(\\|[0-7]{3})", lambda m: "\\" if m.group(1) == "\\" else chr(int(m.group(1), 8)), text
+    )
+
+
+def manifest_file_specs(manifest: str) -> Iterator[tuple[str, int, str]]:
+    """``Keep::Manifest#each_file_spec``: (stream, size, name) per file token, a name's
+    directories moved into the stream."""
+    for line in manifest.splitlines():
+        stream: str | None = None
+        in_files = False
+        for token in line.split():
+            if stream is None:
+                stream = _ruby_unescape(token)
+            elif in_files or not _RUBY_LOCATOR.match(token):
+                in_files = True
+                parts = token.split(":", 2)
+                if len(parts) < 3:
+                    raise ApiError(422, f"Invalid file token '{token}'")
+                size, name = int(parts[1] or 0), _ruby_unescape(parts[2])
+                where = stream
+                if "/" in name:
+                    folder, _, name = name.rpartition("/")
+                    where = f"{stream}/{folder}"
+                yield where, size, name
+
+
+def manifest_files(manifest: str) -> list[tuple[str, str, int]]:
+    """``Keep::Manifest#files``: (stream, name, total size), first appearance first."""
+    sizes: dict[tuple[str, str], int] = {}
+    for stream, size, name in manifest_file_specs(manifest):
+        sizes[(stream, name)] = sizes.get((stream, name), 0) + size
+    return [(stream, name, size) for (stream, name), size in sizes.items()]
+
+
+def manifest_exactly_one_file(manifest: str) -> bool:
+    """``Keep::Manifest#exact_file_count?(1)``: empty ``.`` placeholders do not count."""
+    seen: set[tuple[str, str]] = set()
+    for stream, size, name in manifest_file_specs(manifest):
+        if name == "." and size == 0:
+            continue
+        seen.add((stream, name))
+        if len(seen) >= 2:
+            return False
+    return len(seen) == 1
+
+
+def docker_image_pattern(formats: list[str]) -> re.Pattern[str]:
+    """The file name an image collection must hold for the cluster's
+    ``Containers.SupportedDockerImageFormats``."""
+    if "v1" in formats and "v2" in formats:
+        return re.compile(r"^(sha256:)?[0-9A-Fa-f]{64}\.tar$")
+    if "v2" in formats:
+        return re.compile(r"^(sha256:)[0-9A-Fa-f]{64}\.tar$")
+    if "v1" in formats:
+        return re.compile(r"^[0-9A-Fa-f]{64}\.tar$")
+    raise ApiError(
+        422, f"#<RuntimeError: Unrecognized configuration for docker_image_formats {formats}>"
+    )
+
+
+def _to_epoch(value: Any) -> int | None:
+    """Ruby's ``value.to_datetime.to_i`` (whole seconds), None where it would raise."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp() // 1)
+
+
+def _compatible_images(
+    emu: Emulator, user: UserAccount, pattern: re.Pattern[str], collections: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """``Collection.get_compatible_images``: each collection if it holds exactly one file
+    whose name fits *pattern*, else the target of its ``docker_image_migration`` link
+    (owned by the system user, latest wins) if that one does."""
+    if not collections:
+        return []
+    pdhs = {c["portable_data_hash"] for c in collections}
+    migrations: dict[str, str] = {}
+    for link in sorted(emu.tables["links"].values(), key=lambda r: r["created_at"]):
+        if (
+            link.get("tail_uuid") in pdhs
+            and link["link_class"] == "docker_image_migration"
+            and link["owner_uuid"] == emu.system_user
+        ):
+            migrations[link["tail_uuid"]] = link["head_uuid"]
+    migrated = {
+        c["portable_data_hash"]: c
+        for c in emu.tables["collections"].values()
+        if c["portable_data_hash"] in migrations.values() and emu.visible(user, "collections", c)
+    }
+
+    def fits(collection: dict[str, Any]) -> bool:
+        manifest = collection["manifest_text"]
+        return manifest_exactly_one_file(manifest) and bool(
+            pattern.search(manifest_files(manifest)[0][1])
+        )
+
+    out = []
+    for collection in collections:
+        if fits(collection):
+            out.append(collection)
+        else:
+            target = migrated.get(migrations.get(collection["portable_data_hash"], ""))
+            if target is not None and fits(target):
+                out.append(target)
+    return out
+
+
+def find_all_for_docker_image(
+    emu: Emulator, user: UserAccount, search_term: str, search_tag: str | None = None
+) -> list[dict[str, Any]]:
+    """``Collection.find_all_for_docker_image``: the collections a container image
+    reference resolves to, the one the server would run first.
+
+    A PDH names that collection.  Otherwise ``repo:tag`` (``latest`` by default) is
+    matched exactly against ``docker_image_repo+tag`` links, and only if none match, the
+    term as a prefix (SQL ``LIKE``) of ``docker_image_hash`` link names.  Links and
+    collections must be readable and not in the trash.  Order: newest
+    ``image_timestamp`` first (none counts as 0), then newest link, both in whole
+    seconds, taken from each collection's oldest matching link.  Collections that do
+    not fit the cluster's image formats are dropped (or replaced through a migration
+    link); if that drops every match: "incompatible" (422).
+    """
+    pattern = docker_image_pattern(emu.docker_image_formats)
+    locator = _RUBY_LOCATOR.match(search_term)
+    if locator:
+        pdh = locator.group(1) + (f"+{locator.group(3)}" if locator.group(3) else "")
+        found = [
+            c
+            for c in emu.tables["collections"].values()
+            if c["portable_data_hash"] == pdh and emu.visible(user, "collections", c)
+        ][:1]
+        return _compatible_images(emu, user, pattern, found)
+    if search_tag is None and ":" in search_term:
+        search_term, _, search_tag = search_term.partition(":")
+
+    def search(link_class: str, test: Any) -> list[dict[str, Any]]:
+        links = [
+            link
+            for link in emu.tables["links"].values()
+            if link["link_class"] == link_class
+            and test(link.get("name") or "")
+            and emu.visible(user, "links", link)
+            and (head := emu.tables["collections"].get(link["head_uuid"])) is not None
+            and emu.visible(user, "collections", head)
+        ]
+        return sorted(links, key=lambda r: r["created_at"], reverse=True)
+
+    wanted = f"{search_term}:{search_tag or 'latest'}"
+    matches = search("docker_image_repo+tag", lambda name: name == wanted)
+    if not matches:
+        matches = search(
+            "docker_image_hash", lambda name: _like(f"{search_term}%", name, ignore_case=False)
+        )
+    keys: dict[str, tuple[int, int]] = {}
+    for link in matches:  # newest link first: the oldest one's values stay
+        stamp = _to_epoch((link.get("properties") or {}).get("image_timestamp"))
+        keys[link["head_uuid"]] = (-(stamp or 0), -(_to_epoch(link["created_at"]) or 0))
+    ordered = sorted(
+        (c for c in emu.tables["collections"].values() if c["uuid"] in keys),
+        key=lambda c: keys[c["uuid"]],
+    )
+    compatible = _compatible_images(emu, user, pattern, ordered)
+    if ordered and not compatible:
+        raise UnresolvableContainerError(
+            "Matching Docker image is incompatible with 'docker_image_formats' configuration."
+        )
+    return compatible
+
+
+def resolve_container_image(emu: Emulator, user: UserAccount, container_image: str) -> str:
+    """``Container.resolve_container_image``: the PDH of the image the server would run."""
+    found = find_all_for_docker_image(emu, user, container_image)
+    if not found:
+        raise UnresolvableContainerError(f"docker image {json.dumps(container_image)} not found")
+    return str(found[0]["portable_data_hash"])
+
+
+def _container_request_create(
+    handler: _ApiHandler, user: UserAccount, body: dict[str, Any]
+) -> dict[str, Any]:
+    """``ContainerRequest`` create: defaults, the validations that decide acceptance,
+    then (state ``Committed``) ``set_container``: the image is resolved as the
+    requesting user and a ``Queued`` container records the image's PDH.
+
+    Not modelled: container reuse (``find_reusable``; every commit makes a new
+    container), collection mounts' resolution, runtime tokens, scheduling checks.
+    """
+    emu = handler.emu
+    now = _now()
+    uuid = emu.new_uuid("container_requests")
+    record: dict[str, Any] = {
+        "uuid": uuid,
+        "owner_uuid": body.get("owner_uuid") or user.uuid,
+        "created_at": now,
+        "modified_at": now,
+        "modified_by_user_uuid": user.uuid,
+        "kind": "arvados#containerRequest",
+        "etag": secrets.token_hex(4),
+        "name": body.get("name"),
+        "description": body.get("description"),
+        "properties": body.get("properties") or {},
+        "command": body.get("command"),
+        "container_image": body.get("container_image"),
+        "output_path": body.get("output_path"),
+        "cwd": body.get("cwd") or ".",  # fill_field_defaults
+        "state": body.get("state") or "Uncommitted",
+        "environment": body.get("environment") or {},
+        "runtime_constraints": body.get("runtime_constraints") or {},
+        "mounts": body.get("mounts") or {},
+        "scheduling_parameters": body.get("scheduling_parameters") or {},
+        "priority": body.get("priority") or 0,
+        "use_existing": body.get("use_existing", True),
+        "output_glob": body.get("output_glob") or [],
+        "output_name": body.get("output_name"),
+        "container_uuid": None,
+        "container_count": 0,
+    }
+    errors = [
+        f"{label} can't be blank"
+        for label, attribute in (
+            ("Command", "command"),
+            ("Container image", "container_image"),
+            ("Output path", "output_path"),
+            ("Cwd", "cwd"),
+        )
+        if not record[attribute]
+    ]
+    if record["state"] not in ("Uncommitted", "Committed"):
+        errors.append(f"State cannot change from  to {record['state']}")
+    if record["state"] == "Committed":
+        for key in ("vcpus", "ram"):
+            value = record["runtime_constraints"].get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                shown = "nil" if value is None else json.dumps(value)
+                errors.append(f"Runtime constraints [{key}]={shown} must be a positive integer")
+    if record["output_path"] not in record["mounts"]:
+        errors.append("Output path must be a mount target")
+    errors += emu.check_foreign_uuids(user, record, ["owner_uuid"])
+    if errors:
+        raise ApiError(422, *errors)
+    image_pdh = None
+    if record["state"] == "Committed":
+        image_pdh = resolve_container_image(emu, user, str(record["container_image"]))
+    emu.check_owner(user, record["owner_uuid"])
+    if image_pdh is not None:
+        container_uuid = emu.new_uuid("containers")
+        emu.tables["containers"][container_uuid] = {
+            "uuid": container_uuid,
+            "owner_uuid": emu.system_user,
+            "created_at": now,
+            "modified_at": now,
+            "kind": "arvados#container",
+            "state": "Queued",
+            "container_image": image_pdh,
+            "command": record["command"],
+            "cwd": record["cwd"],
+            "environment": record["environment"],
+            "output_path": record["output_path"],
+            "mounts": record["mounts"],
+            "runtime_constraints": record["runtime_constraints"],
+            "priority": record["priority"],
+            "runtime_user_uuid": user.uuid,
+        }
+        record["container_uuid"] = container_uuid
+        record["container_count"] = 1
+    emu.tables["container_requests"][uuid] = record
+    return record
+
+
+def _route_containers(
+    handler: _ApiHandler,
+    user: UserAccount,
+    method: str,
+    resource: str,
+    ident: str | None,
+    params: dict[str, str],
+    body: dict[str, Any],
+) -> Any:
+    """``container_requests`` create/get/list and ``containers`` get/list."""
+    inner = body.get(resource[:-1])
+    body = inner if isinstance(inner, dict) else body
+    emu = handler.emu
+    if resource == "container_requests" and ident is None and method == "POST":
+        return _container_request_create(handler, user, body)
+    if method == "GET" and ident is None:
+        return handler.list(user, resource, params)
+    if method == "GET" and ident is not None:
+        record = emu.tables[resource].get(ident)
+        if record is not None and resource == "containers" and not user.is_admin:
+            # Container.readable_by: through a container request the user can read
+            requests = emu.tables["container_requests"].values()
+            if not any(
+                r["container_uuid"] == ident and emu.visible(user, "container_requests", r)
+                for r in requests
+            ):
+                record = None
+        elif record is not None and not emu.visible(user, resource, record):
+            record = None
+        if record is None:
+            raise ApiError(404, "Path not found")
+        return dict(record)
+    raise ApiError(404, f"no route for {method} {resource} in the emulator")
 
 
 def _like(pattern: str, value: str, *, ignore_case: bool) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from archive_edit import with_new_config
 from conftest import fixture_path, load_truth, run_keeptar
 from keeptar.errors import ArchiveError, BackendError, ConflictError, NotFoundError, UsageError
 from keeptar.keep import parse_manifest
@@ -137,26 +138,10 @@ def unique_image(archive: Path, tmp_path: Path) -> Path:
     """A copy of a docker-v2 *archive* whose image (config, so ID) no other test has."""
     import uuid
 
-    with tarfile.open(archive) as tar:
-        members = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar]  # type: ignore[union-attr]
-    data = {m.name: body for m, body in members}
-    manifest = json.loads(data["manifest.json"] or b"")
-    config = json.loads(data[manifest[0]["Config"]] or b"")
-    config["comment"] = f"keeptar test {uuid.uuid4()}"
-    config_bytes = json.dumps(config).encode()
-    config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
-    renamed = {manifest[0]["Config"]: config_name}
-    manifest[0]["Config"] = config_name
-    data.update({config_name: config_bytes, "manifest.json": json.dumps(manifest).encode()})
-    out = tmp_path / "unique.tar"
-    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
-        for member, _ in members:
-            member.name = renamed.get(member.name, member.name)
-            body = data[member.name]
-            if body is not None:
-                member.size = len(body)
-            tar.addfile(member, io.BytesIO(body) if body is not None else None)
-    return out
+    def comment(config: dict[str, Any]) -> None:
+        config["comment"] = f"keeptar test {uuid.uuid4()}"
+
+    return with_new_config(archive, tmp_path / "unique.tar", comment)
 
 
 def backend_args(backend: Any) -> tuple[Any, ...]:
@@ -596,10 +581,11 @@ def test_a_stored_image_missing_a_block_is_repaired_not_reused(
     (segment,) = item.segments
     md5 = segment.locator[:32]
     if backend.kind == "local":
-        block_file = backend.home / "keep" / md5[:3] / md5
-    else:
-        block_file = request.getfixturevalue("emulator").block_dir / md5
-    block_file.unlink()  # a disk fault, or a block deleted by hand
+        block_files = [backend.home / "keep" / md5[:3] / md5]
+    else:  # every replica, one on each keepstore
+        block_files = [d / md5 for d in request.getfixturevalue("emulator").block_dirs]
+    for block_file in block_files:
+        block_file.unlink()  # a disk fault, or a block deleted by hand
     assert not backend.has_block(segment.locator)
     again = load_image(backend, str(path))
     assert backend.has_block(segment.locator)  # uploaded again
@@ -628,6 +614,138 @@ def test_a_file_changed_during_the_load_is_not_registered(
     assert load_image(backend, str(path)).image_id.startswith("sha256:")
 
 
+def _rewrite_config_in_place(path: Path) -> None:
+    """Change one byte of the config, same size, and put the mtime back (ns precision)."""
+    status = os.stat(path)
+    with tarfile.open(path) as tar:
+        (entry,) = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        member = tar.getmember(entry["Config"])
+        config = tar.extractfile(member).read()  # type: ignore[union-attr]
+    at = config.index(b"keeptar test ") + len(b"keeptar test ")
+    flipped = b"0" if config[at : at + 1] != b"0" else b"1"
+    with open(path, "r+b") as archive:
+        archive.seek(member.offset_data + at)
+        archive.write(flipped)
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+    after = os.stat(path)
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (
+        status.st_size,
+        status.st_mtime_ns,
+        status.st_ino,
+    )
+
+
+def _stored_image_id(backend: Any, uuid: str) -> str:
+    """The image ID the stored file gives, as tarfile reads it."""
+    _, data = stored_bytes(backend, uuid)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        (entry,) = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        config = tar.extractfile(entry["Config"]).read()  # type: ignore[union-attr]
+    return "sha256:" + hashlib.sha256(config).hexdigest()
+
+
+@pytest.mark.parametrize("timestamps", ["fine", "coarse"])
+def test_a_config_rewritten_in_place_is_never_registered_under_the_old_id(
+    backend: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, timestamps: str
+) -> None:
+    """Issue 8 §2: same size, mtime put back; the registered ID must match the stored bytes.
+
+    "coarse" also blinds the cheap (stat) check, as on a filesystem whose change
+    times are too coarse to see it: the stored bytes alone must then catch it.
+    """
+    import keeptar.load
+
+    path = unique_image(fixture_path("docker-v2-app.tar"), tmp_path)
+    real_store_file = keeptar.load.store_file
+
+    def store_after_a_rewrite(*args: Any, **kwargs: Any) -> Any:
+        _rewrite_config_in_place(path)  # after the metadata pass, before the bytes are read
+        return real_store_file(*args, **kwargs)
+
+    monkeypatch.setattr(keeptar.load, "store_file", store_after_a_rewrite)
+    if timestamps == "coarse":
+        monkeypatch.setattr(keeptar.load, "_identity", lambda info: (info.st_ino, info.st_size))
+    before = counts(backend)
+    try:
+        result = load_image(backend, str(path))
+    except ArchiveError as exc:
+        assert "changed while it was being loaded" in str(exc)
+        assert counts(backend) == before  # nothing registered
+    else:  # registering is fine only under the ID of what was stored
+        assert result.image_id == _stored_image_id(backend, result.uuid)
+        pytest.fail(f"a file rewritten during the load was registered as {result.image_id}")
+
+
+def _feed(path: Path, target: str | int) -> Any:
+    """A thread writing *path* into a FIFO (by name) or a pipe's write end (by fd)."""
+    import threading
+
+    def write() -> None:
+        with open(target, "wb") as out:
+            out.write(path.read_bytes())
+
+    thread = threading.Thread(target=write, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("fixture", ["docker-v2-app.tar", "docker-v2-app.tar.gz"])
+def test_named_pipes_are_read_as_streams(backend: Any, tmp_path: Path, fixture: str) -> None:
+    """Issue 8 §4: `load FIFO` and `load <(cat x.tar)` (a /dev/fd/N path) read the stream."""
+    archive = fixture_path(fixture)
+    fifo = tmp_path / "image.fifo"
+    os.mkfifo(fifo)
+    assert detect_source(str(fifo)) == (SourceKind.FILE, str(fifo))
+    assert detect_source(str(fifo), SourceKind.FILE) == (SourceKind.FILE, str(fifo))
+    writer = _feed(archive, str(fifo))
+    by_name = load_image(backend, str(fifo), force=True)
+    writer.join(timeout=60)
+    read_end, write_end = os.pipe()
+    try:
+        writer = _feed(archive, write_end)
+        by_fd = load_image(backend, f"/dev/fd/{read_end}", force=True)
+        writer.join(timeout=60)
+    finally:
+        os.close(read_end)
+    plain = gzip.decompress(archive.read_bytes()) if fixture.endswith(".gz") else None
+    for result in (by_name, by_fd):
+        assert result.image_id == APP_ID
+        assert stored_bytes(backend, result.uuid)[1] == (plain or archive.read_bytes())
+
+
+def test_cli_loads_a_process_substitution(local_home: Path) -> None:
+    """The shell's own `<(…)`, end to end."""
+    result = subprocess.run(
+        ["bash", "-c", f'"{sys.executable}" -m keeptar load --json <(cat "$1")', "-", str(APP)],
+        capture_output=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert json.loads(result.stdout)["image_id"] == APP_ID
+
+
+def test_a_pipe_that_never_ends_is_not_stored_forever(backend: Any) -> None:
+    """Issue 8 §4: an archive then endless zeros: give up with an error, register nothing."""
+    import threading
+
+    writer = subprocess.Popen(
+        ["sh", "-c", 'cat "$1"; exec cat /dev/zero', "-", str(APP)], stdout=subprocess.PIPE
+    )
+    watchdog = threading.Timer(60, writer.kill)  # today's code reads on forever
+    watchdog.start()
+    before = counts(backend)
+    try:
+        with pytest.raises(ArchiveError, match="after the end of the archive"):
+            _load_stdin(backend, writer.stdout, "kt/endless")
+    finally:
+        watchdog.cancel()
+        writer.kill()
+        writer.wait()
+        assert writer.stdout is not None
+        writer.stdout.close()
+    assert counts(backend) == before
+
+
 @pytest.mark.parametrize("source", ["file", "stdin"])
 def test_a_full_disk_is_a_clean_backend_error(
     local_home: Path, tmp_path: Path, source: str
@@ -639,7 +757,9 @@ def test_a_full_disk_is_a_clean_backend_error(
     # limit stays above SQLite's 32 KiB shared-memory file.
     path = tmp_path / "padded.tar"
     path.write_bytes(fixture_path("docker-v2-app.tar").read_bytes() + bytes(128 * 1024))
-    assert run_keeptar("images").returncode == 0  # the catalog exists before the limit
+    from keeptar.backends.embedded import EmbeddedBackend
+
+    EmbeddedBackend(local_home).close()  # the catalog exists before the limit
 
     def small_files_only() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
@@ -822,30 +942,8 @@ def test_images_lists_what_arv_keepdocker_registered(emulator: Any, dockerd: str
 def big_layer_archive(path: Path, layer_mib: int) -> Path:
     """A real docker save with one layer replaced by *layer_mib* MiB of data (diff ID kept
     consistent), so the archive spans several 64 MiB Keep blocks."""
-
-    with tarfile.open(APP) as src:
-        members = [(m, src.extractfile(m).read() if m.isfile() else None) for m in src]  # type: ignore[union-attr]
     payload = hashlib.shake_256(b"big layer").digest(layer_mib << 20)
-    manifest = json.loads(next(d for m, d in members if m.name == "manifest.json"))  # type: ignore[arg-type]
-    layer_name = manifest[0]["Layers"][0]
-    config_name = manifest[0]["Config"]
-    config = json.loads(next(d for m, d in members if m.name == config_name))  # type: ignore[arg-type]
-    config["rootfs"]["diff_ids"][0] = "sha256:" + hashlib.sha256(payload).hexdigest()
-    config_bytes = json.dumps(config).encode()
-    new_config = hashlib.sha256(config_bytes).hexdigest() + ".json"
-    manifest[0]["Config"] = new_config
-    with tarfile.open(path, "w") as out:
-        for info, data in members:
-            if info.name == layer_name:
-                data = payload
-            elif info.name == config_name:
-                info.name, data = new_config, config_bytes
-            elif info.name == "manifest.json":
-                data = json.dumps(manifest).encode()
-            if data is not None:
-                info.size = len(data)
-            out.addfile(info, io.BytesIO(data) if data is not None else None)
-    return path
+    return with_new_config(APP, path, layers={0: payload})
 
 
 def test_inspect_a_collection_reads_few_blocks(backend: Any, tmp_path: Path) -> None:

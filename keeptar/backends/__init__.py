@@ -51,10 +51,19 @@ def _cluster_configured() -> bool:
     return bool(settings.get("ARVADOS_API_HOST") and settings.get("ARVADOS_API_TOKEN"))
 
 
-def open_backend(kind: str | None = None, *, quiet: bool = False) -> Backend:
+def open_backend(
+    kind: str | None = None,
+    *,
+    quiet: bool = False,
+    read_only: bool = False,
+    retries: int | None = None,
+) -> Backend:
     """Return the backend to use (see the module docstring).
 
     *quiet* silences the Arvados SDK's logging, for callers that report errors themselves.
+    *read_only* is for commands that only read: the embedded store then opens its
+    catalog without writing anything, so they work on a full disk.
+    *retries* overrides ``KEEPTAR_RETRIES`` for Arvados requests (``--retries``).
 
     Raises:
         UsageError: *kind* or ``KEEPTAR_BACKEND`` names no backend, or Arvados
@@ -74,7 +83,7 @@ def open_backend(kind: str | None = None, *, quiet: bool = False) -> Backend:
             )
         from keeptar.backends.arvados import ArvadosBackend
 
-        return ArvadosBackend(quiet=quiet)
+        return ArvadosBackend(quiet=quiet, num_retries=retries)
     from keeptar.backends.embedded import EmbeddedBackend
 
-    return EmbeddedBackend()
+    return EmbeddedBackend(read_only=read_only)

@@ -10,6 +10,7 @@ language: ``[[attribute, operator, operand], …]`` with ``=``, ``!=``, ``in``,
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -53,6 +54,30 @@ class Backend(Protocol):
     #: copies the block first anyway (callers may then hand it a private copy and
     #: free their source before the upload runs).
     stores_in_place: bool
+    #: True if ``has_block`` can vouch for a block that another process stored, given
+    #: only ``md5+size``, so a re-run may skip storing it (resuming a load).  False on
+    #: Arvados: keepstore answers a HEAD only for a locator with a permission
+    #: signature, and only a PUT hands one out.
+    confirms_stored_blocks: bool
+
+    def atomic(self) -> AbstractContextManager[None]:
+        """A context in which this handle's catalog calls form one unit, where the store can.
+
+        On the embedded store: one SQLite ``BEGIN IMMEDIATE`` transaction that every
+        call made inside it joins, so other processes see all of it or nothing, and
+        writers serialise; an exception rolls it all back.  On Arvados, where no
+        transaction spans API calls, it does nothing: callers must be convergent
+        (see :mod:`keeptar.catalog.registration`).
+        """
+        ...
+
+    def reopen(self) -> Backend:
+        """A new handle on the same store with connections of its own.
+
+        For cleaning up after an interrupt or a transport error, when this handle's
+        connection may still hold a half-read response.
+        """
+        ...
 
     def server_facts(self) -> ServerFacts:
         """Return cluster facts (accepted image formats, UUID prefix, replication)."""
@@ -71,8 +96,12 @@ class Backend(Protocol):
         """
         ...
 
-    def put_block(self, data: bytes | memoryview) -> str:
-        """Store one block of at most 64 MiB; return its (maybe signed) locator."""
+    def put_block(self, data: bytes | memoryview, *, md5: str | None = None) -> str:
+        """Store one block of at most 64 MiB; return its (maybe signed) locator.
+
+        *md5* is the caller's hex md5 of *data*, if it has one (a store may then skip
+        hashing it again).
+        """
         ...
 
     def get_block(self, locator: str) -> bytes:
@@ -80,7 +109,13 @@ class Backend(Protocol):
         ...
 
     def has_block(self, locator: str) -> bool:
-        """Whether the block *locator* names is stored, at its full size (no hashing)."""
+        """Whether the block *locator* names is stored, at its full size (no hashing).
+
+        Only a definite "not there" is False; a store that cannot answer raises.
+
+        Raises:
+            BackendError: the question could not be answered (after retries).
+        """
         ...
 
     def create_collection(
@@ -92,7 +127,12 @@ class Backend(Protocol):
         properties: Mapping[str, Any],
         ensure_unique_name: bool = False,
     ) -> Record:
-        """Create a collection; with *ensure_unique_name*, rename on a name clash."""
+        """Create a collection; with *ensure_unique_name*, rename on a name clash.
+
+        Raises:
+            ConflictError: without *ensure_unique_name*, the owner already has a
+                collection of that name (the store's unique ``(owner_uuid, name)`` index).
+        """
         ...
 
     def get_collection(self, uuid_or_pdh: str) -> Record:

@@ -9,9 +9,11 @@ every error text passes through :func:`scrub` first.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -52,6 +54,11 @@ class ArvadosBackend:
 
     kind = "arvados"
     stores_in_place = False  # KeepClient.put keeps its own copy of each block
+    # A HEAD needs a signed locator (keepstore's checkLocatorSignature under BlobSigning)
+    # and only a PUT returns one: without a cache of signed locators on disk, which
+    # keeptar does not keep, a block stored by an interrupted load is PUT again.
+    # keepstore then stores no second copy, but the bytes cross the network again.
+    confirms_stored_blocks = False
 
     def __init__(
         self, api: Any = None, *, num_retries: int | None = None, quiet: bool = False
@@ -63,7 +70,13 @@ class ArvadosBackend:
         if num_retries is None:
             num_retries = int(os.environ.get("KEEPTAR_RETRIES", "5"))
         self._retries = num_retries
+        self._quiet = quiet
         host = settings.get("ARVADOS_API_HOST", "")
+        self._connection = (
+            host,
+            settings.get("ARVADOS_API_TOKEN"),
+            settings.get("ARVADOS_API_HOST_INSECURE", "").lower() in ("1", "true", "yes", "on"),
+        )
         try:
             import arvados
             import arvados.errors
@@ -76,25 +89,46 @@ class ArvadosBackend:
             if api is None:
                 # Explicit settings: the SDK's own settings() caches the environment
                 # once per process, which would ignore later changes.
-                insecure = settings.get("ARVADOS_API_HOST_INSECURE", "").lower()
-                api = arvados.api(
-                    "v1",
-                    host=host,
-                    token=settings.get("ARVADOS_API_TOKEN"),
-                    insecure=insecure in ("1", "true", "yes", "on"),
-                    num_retries=num_retries,
-                )
+                api = self._new_api()
+            else:
+                self._connection = _connection_of(api, self._connection)
             self._api = api
             _remember_token(getattr(self._api, "api_token", None))
             self._keep = arvados.KeepClient(api_client=self._api, num_retries=num_retries)
         except KeeptarError:
             raise
         except Exception as exc:
+            refused = _token_refused(f"connecting to the Arvados API server at {host}", exc)
+            if refused is not None:
+                raise refused from None
             raise BackendError(
                 scrub(f"cannot reach the Arvados API server at {host}: {_reason(exc)}")
             ) from None
         self._facts: ServerFacts | None = None
         self._user: User | None = None
+
+    def _new_api(self) -> Any:
+        import arvados
+
+        host, token, insecure = self._connection
+        return arvados.api(
+            "v1", host=host, token=token, insecure=insecure, num_retries=self._retries
+        )
+
+    def reopen(self) -> ArvadosBackend:
+        """A new handle with a new API client and a new HTTP connection.
+
+        After Ctrl-C the old client's reused httplib2 connection may still hold the
+        answer to the interrupted request; a request sent on it would read that.
+        """
+        fresh = ArvadosBackend(self._new_api(), num_retries=self._retries, quiet=self._quiet)
+        fresh._facts, fresh._user = self._facts, self._user
+        return fresh
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Nothing: no transaction spans Arvados API calls (registration is convergent)."""
+        yield
 
     # ---- plumbing --------------------------------------------------------------------
 
@@ -150,7 +184,12 @@ class ArvadosBackend:
         user = self.current_user()
         if "-tpzed-" in uuid:
             record = self._execute(f"looking up user {uuid}", self._api.users().get(uuid=uuid))
-            return {**record, "can_write": uuid == user.uuid or user.is_admin}
+            # The server computes can_write for user records too (ArvadosModel#can_write:
+            # yourself, admins, and users whose home project was shared with you).
+            writable = record.get("can_write")
+            if writable is None:  # an older server: only your own home, or any as admin
+                writable = uuid == user.uuid or user.is_admin
+            return {**record, "can_write": bool(writable)}
         record = self._execute(f"looking up project {uuid}", self._api.groups().get(uuid=uuid))
         if record.get("group_class") not in (None, "project"):
             raise UsageError(f"{uuid} is a {record.get('group_class')} group, not a project")
@@ -161,7 +200,7 @@ class ArvadosBackend:
 
     # ---- blocks ----------------------------------------------------------------------
 
-    def put_block(self, data: bytes | memoryview) -> str:
+    def put_block(self, data: bytes | memoryview, *, md5: str | None = None) -> str:
         copies = self.server_facts().default_replication
         locator: str = self._call(
             "storing a block in Keep", lambda: self._keep.put(_as_bytes(data), copies=copies)
@@ -176,11 +215,12 @@ class ArvadosBackend:
 
     def has_block(self, locator: str) -> bool:
         def head() -> bool:
-            # No retries: when a block cannot be confirmed at once, the caller uploads it
-            # again, with the retries every upload has.
+            # Retried like every other Keep call.  Only "not found" from every service
+            # (the SDK's NotFoundError) means missing; a HEAD nobody could answer is an
+            # error, never a reason to store the image again.
             try:
-                self._keep.head(locator, num_retries=0)
-            except self._sdk_errors.KeepReadError:  # NotFoundError among them
+                self._keep.head(locator, num_retries=self._retries)
+            except self._sdk_errors.NotFoundError:
                 return False
             return True
 
@@ -302,6 +342,18 @@ def _as_bytes(data: bytes | memoryview) -> bytes:
     return bytes(data)
 
 
+def _connection_of(api: Any, default: tuple[str, str | None, bool]) -> tuple[str, str | None, bool]:
+    """(host, token, insecure) of an SDK client, so that a fresh one can be made."""
+    from urllib.parse import urlsplit
+
+    root = (getattr(api, "_rootDesc", None) or {}).get("rootUrl") or ""
+    host = urlsplit(root).netloc or default[0]
+    token = getattr(api, "api_token", None) or default[1]
+    http = getattr(api, "_http", None)
+    insecure = getattr(http, "disable_ssl_certificate_validation", default[2])
+    return host, token, bool(insecure)
+
+
 def _reason(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     return text[:300]
@@ -309,23 +361,63 @@ def _reason(exc: BaseException) -> str:
 
 def _translate(what: str, exc: BaseException) -> KeeptarError:
     """Turn an SDK or transport exception into a keeptar error naming *what* failed."""
+    refused = _token_refused(what, exc)
+    if refused is not None:
+        return refused
     status = getattr(getattr(exc, "resp", None), "status", None)
     if status is not None:
         detail = _api_error_detail(exc)
         message = scrub(f"{what}: the API server answered {status}: {detail}")
         if int(status) == 404:
             return NotFoundError(message)
-        if int(status) == 422 and "already" in detail.lower():
+        if int(status) == 422 and (
+            "RecordNotUnique" in detail or "already exists" in detail.lower()
+        ):
+            # The unique (owner_uuid, name) index: the API server answers 422 with
+            # "#<ActiveRecord::RecordNotUnique: PG::UniqueViolation: … already exists.>".
             return ConflictError(message)
         return BackendError(message)
     return BackendError(scrub(f"{what}: {_reason(exc)}"))
 
 
+def _token_refused(what: str, exc: BaseException) -> BackendError | None:
+    """The error for an API answer that refuses the token itself, else None.
+
+    That is a 401 (the server's ``Not logged in``: unknown, expired or revoked
+    token), or a 403 whose only reason is ``Forbidden`` (the token's scopes do
+    not allow the request).  A 403 that names a permission ("Permission denied:
+    cannot write to …") is about the object, not the token, and is not one.
+    """
+    status = getattr(getattr(exc, "resp", None), "status", None)
+    if status is None:
+        return None
+    detail = _api_error_detail(exc)
+    if int(status) == 401:
+        return BackendError(
+            scrub(
+                f"{what}: the API server refused the token ({status} {detail}): it is "
+                "unknown, expired or revoked; check ARVADOS_API_TOKEN"
+            )
+        )
+    if int(status) == 403 and detail.strip() == "Forbidden":
+        return BackendError(
+            scrub(
+                f"{what}: the API server refused the token for this request ({status} "
+                f"{detail}): its scopes, or its user's rights, do not allow it"
+            )
+        )
+    return None
+
+
+_REQUEST_ID_SUFFIX = re.compile(r" \(req-[0-9a-z]+\)$")
+
+
 def _api_error_detail(exc: BaseException) -> str:
+    """The server's error messages, each without the `` (<request id>)`` it appends."""
     content = getattr(exc, "content", b"")
     try:
         doc = json.loads(content)
-        errors = doc.get("errors") or []
-        return " ".join(str(e) for e in errors)[:300] or "(no details)"
+        errors = [_REQUEST_ID_SUFFIX.sub("", str(e)) for e in doc.get("errors") or []]
+        return " ".join(errors)[:300] or "(no details)"
     except (ValueError, AttributeError, TypeError):
         return _reason(exc)

@@ -6,6 +6,8 @@ Layout of ``KEEPTAR_HOME`` (default ``$XDG_DATA_HOME/keeptar``)::
     keep/tmp/               blocks being written (stale ones are removed)
     catalog.sqlite3         collections, links and projects (WAL mode)
     config.json             optional: {"docker_image_formats": ["v2"]}
+    writers.lock            shared-locked by every process that writes blocks or
+                            collections; ``keeptar gc`` locks it exclusively
 
 Several keeptar processes may use one home at once: blocks are written to a
 temporary name and renamed, and catalog changes are SQLite transactions.
@@ -21,6 +23,7 @@ user is an admin whose home project is their own UUID.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -28,6 +31,8 @@ import secrets
 import sqlite3
 import string
 import threading
+import urllib.parse
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent import futures
 from concurrent.futures import ThreadPoolExecutor
@@ -46,10 +51,11 @@ from keeptar.keep.manifest import (
     portable_data_hash,
 )
 
-__all__ = ["LOCAL_PREFIX", "LOCAL_USER_UUID", "EmbeddedBackend", "default_home"]
+__all__ = ["LOCAL_PREFIX", "LOCAL_USER_UUID", "WRITERS_LOCK", "EmbeddedBackend", "default_home"]
 
 LOCAL_PREFIX = "local"
 LOCAL_USER_UUID = f"{LOCAL_PREFIX}-tpzed-keeptarlocalusr"
+WRITERS_LOCK = "writers.lock"
 _ALPHABET = string.ascii_lowercase + string.digits
 _TYPES = {"collections": "4zz18", "links": "o0j2j", "groups": "j7d0g"}
 _COLUMNS = {
@@ -132,23 +138,34 @@ class EmbeddedBackend:
 
     Args:
         home: data directory (default :func:`default_home`).
+        read_only: for commands that only read (``images``, ``inspect``, ``info``):
+            nothing is created or written, so they work on a full disk
+            (see :meth:`_open_read_only`); writing methods then fail.
     """
 
     kind = "local"
     stores_in_place = True
+    confirms_stored_blocks = True
 
-    def __init__(self, home: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, home: str | os.PathLike[str] | None = None, *, read_only: bool = False
+    ) -> None:
         self.home = Path(home) if home is not None else default_home()
+        self.read_only = read_only
         self._keep = self.home / "keep"
+        self._local = threading.local()
+        self._block_io_lock = threading.Lock()
+        self._block_io_pool: ThreadPoolExecutor | None = None
+        self._writer_lock: weakref.finalize[[int], EmbeddedBackend] | None = None
+        if read_only:
+            self._db()
+            return
         try:
             self._keep.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise BackendError(
                 f"cannot create the keeptar home {self.home}: {exc.strerror}"
             ) from None
-        self._local = threading.local()
-        self._block_io_lock = threading.Lock()
-        self._block_io_pool: ThreadPoolExecutor | None = None
         try:
             self._db().executescript(_SCHEMA)
         except sqlite3.Error as exc:
@@ -159,18 +176,86 @@ class EmbeddedBackend:
     def _db(self) -> sqlite3.Connection:
         db: sqlite3.Connection | None = getattr(self._local, "db", None)
         if db is None:
-            db = sqlite3.connect(self.home / "catalog.sqlite3", timeout=60, isolation_level=None)
+            if self.read_only:
+                db = self._open_read_only()
+            else:
+                db = sqlite3.connect(
+                    self.home / "catalog.sqlite3", timeout=60, isolation_level=None
+                )
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")  # a commit is durable when it returns
             db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")  # a commit is durable when it returns
             db.execute("PRAGMA busy_timeout=60000")
             db.execute("PRAGMA case_sensitive_like=ON")
             self._local.db = db
         return db
 
+    def _open_read_only(self) -> sqlite3.Connection:
+        """A connection that never writes the catalog (``mode=ro``, ``query_only``).
+
+        A reader of a WAL database still needs the ``-shm`` index file, and creates or
+        grows it; on a full disk that fails ("disk I/O error").  Then, if the ``-wal``
+        file is missing or empty, every commit is in the database file itself, and it
+        is read as immutable (no ``-shm`` at all).  A non-empty ``-wal`` (a load is
+        writing, or one was killed) cannot be read without the index: that is an error
+        naming the cause.  A home with no catalog yet reads as empty.
+        """
+        path = self.home / "catalog.sqlite3"
+        if not path.exists():
+            db = sqlite3.connect(":memory:", isolation_level=None)
+            db.executescript(_SCHEMA)
+            db.execute("PRAGMA query_only=ON")
+            return db
+        uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro"
+        try:
+            db = sqlite3.connect(uri, uri=True, timeout=60, isolation_level=None)
+            db.execute("PRAGMA query_only=ON")
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()  # opens the WAL
+            return db
+        except sqlite3.Error as exc:
+            first_error = exc
+        try:
+            wal_size = os.stat(f"{path}-wal").st_size
+        except FileNotFoundError:
+            wal_size = 0
+        except OSError as exc:
+            raise BackendError(f"reading the keeptar catalog in {self.home}: {exc}") from None
+        if wal_size:
+            raise BackendError(
+                f"reading the keeptar catalog in {self.home}: {first_error} (its write-ahead "
+                f"log holds {wal_size} bytes, which cannot be read without writing its "
+                "index: is the disk full?)"
+            )
+        try:
+            db = sqlite3.connect(f"{uri}&immutable=1", uri=True, isolation_level=None)
+            db.execute("PRAGMA query_only=ON")
+            db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.Error as exc:
+            raise BackendError(f"reading the keeptar catalog in {self.home}: {exc}") from None
+        return db
+
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction; inside :meth:`atomic`, a savepoint of it."""
         db = self._db()
+        if db.in_transaction:
+            # Joined to the enclosing transaction: a failure undoes this part only,
+            # and nothing is committed until the outermost one ends.
+            depth = getattr(self._local, "depth", 0) + 1
+            self._local.depth = depth
+            savepoint = f"keeptar_{depth}"
+            db.execute(f"SAVEPOINT {savepoint}")
+            try:
+                yield db
+            except BaseException:
+                db.execute(f"ROLLBACK TO {savepoint}")
+                db.execute(f"RELEASE {savepoint}")
+                raise
+            else:
+                db.execute(f"RELEASE {savepoint}")
+            finally:
+                self._local.depth = depth - 1
+            return
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -183,14 +268,63 @@ class EmbeddedBackend:
                 raise BackendError(f"updating the keeptar catalog: {exc}") from None
             raise
         else:
-            db.execute("COMMIT")
+            try:
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise BackendError(f"updating the keeptar catalog: {exc}") from None
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """One ``BEGIN IMMEDIATE`` transaction that every catalog call inside joins.
+
+        Reads inside it see its own writes; other processes wait (busy timeout)
+        to write, so two registrations never interleave.  An exception rolls back
+        everything done inside it.
+        """
+        with self._transaction():
+            yield
+
+    def reopen(self) -> EmbeddedBackend:
+        """A new handle on the same home, with its own catalog connection."""
+        return EmbeddedBackend(self.home)
 
     def close(self) -> None:
-        """Close this thread's catalog connection."""
+        """Close this thread's catalog connection, and let ``keeptar gc`` run again."""
         db = getattr(self._local, "db", None)
         if db is not None:
             db.close()
             self._local.db = None
+        with self._block_io_lock:
+            if self._writer_lock is not None:
+                self._writer_lock()  # closes the file, which releases the shared lock
+                self._writer_lock = None
+
+    def hold_writer_lock(self) -> None:
+        """Take the shared writers' lock, once; it is held until :meth:`close` (or until
+        this object is collected, or the process ends).
+
+        Called before the first block is written or looked for, and before any
+        collection is created, so blocks that no collection names yet, because their
+        load has not registered them, are never seen by ``keeptar gc``, which takes
+        the lock exclusively (:mod:`keeptar.backends.gc`).
+        """
+        with self._block_io_lock:
+            if self._writer_lock is not None:
+                return
+            try:
+                fd = os.open(self.home / WRITERS_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            except OSError as exc:
+                raise BackendError(
+                    f"cannot use {self.home / WRITERS_LOCK}: {exc.strerror}"
+                ) from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH)  # waits while a gc runs
+            except BaseException:
+                os.close(fd)
+                raise
+            self._writer_lock = weakref.finalize(self, os.close, fd)
 
     # ---- facts, users, projects ------------------------------------------------------
 
@@ -244,13 +378,16 @@ class EmbeddedBackend:
     def _block_path(self, md5: str) -> Path:
         return self._keep / md5[:3] / md5
 
-    def put_block(self, data: bytes | memoryview) -> str:
+    def put_block(self, data: bytes | memoryview, *, md5: str | None = None) -> str:
+        if self.read_only:
+            raise BackendError(f"the keeptar home {self.home} was opened read-only")
+        self.hold_writer_lock()
         # Released on the way out, failures included: a view left alive in a traceback
         # would keep the caller's mmap from closing.
         with memoryview(data).cast("B") as view:
-            return self._put_view(view)
+            return self._put_view(view, md5)
 
-    def _put_view(self, view: memoryview) -> str:
+    def _put_view(self, view: memoryview, known_md5: str | None = None) -> str:
         size = len(view)
         if size > 1 << 26:
             raise BackendError(f"block of {size} bytes is over the 64 MiB Keep limit")
@@ -259,7 +396,7 @@ class EmbeddedBackend:
         tmp = self._keep / "tmp" / f"{os.getpid()}.{threading.get_ident()}"
         writing = self._block_io().submit(write_new_file, tmp, view)
         try:
-            md5 = hashlib.md5(view).hexdigest()
+            md5 = known_md5 or hashlib.md5(view).hexdigest()
         except BaseException:
             futures.wait([writing])
             with contextlib.suppress(OSError):
@@ -307,6 +444,10 @@ class EmbeddedBackend:
 
     def has_block(self, locator: str) -> bool:
         parsed = Locator.parse(locator)
+        if not self.read_only:
+            # A writer may rely on the answer (a resumed load skips the block): from now
+            # on gc must not delete it.
+            self.hold_writer_lock()
         try:
             return self._block_path(parsed.md5).stat().st_size == parsed.size
         except FileNotFoundError:
@@ -349,6 +490,7 @@ class EmbeddedBackend:
             "created_at": now,
             "modified_at": now,
         }
+        self.hold_writer_lock()  # before checking: gc may not delete them from now on
         self._check_blocks(manifest_text)
         for attempt in range(2):
             try:

@@ -6,10 +6,15 @@ from typing import Annotated
 
 import typer
 
-from keeptar.backends import open_backend
-from keeptar.catalog.images import list_images
-from keeptar.catalog.references import split_image_ref
-from keeptar.cli._app import BackendOption, JsonOption, app, emit_json, reporting_errors
+from keeptar.cli._app import (
+    BackendOption,
+    JsonOption,
+    VersionOption,
+    app,
+    echo,
+    emit_json,
+    reporting_errors,
+)
 
 
 @app.command("images")
@@ -29,10 +34,15 @@ def images_command(
     ] = None,
     backend: BackendOption = None,
     as_json: JsonOption = False,
+    version: VersionOption = False,
 ) -> None:
     """List images, preferred first (newest image timestamp, then newest link)."""
+    from keeptar.backends import open_backend
+    from keeptar.catalog.images import list_images
+    from keeptar.catalog.references import split_image_ref
+
     with reporting_errors():
-        store = open_backend(backend, quiet=True)
+        store = open_backend(backend, quiet=True, read_only=True)
         repo = tag = None
         if reference is not None:
             ref = split_image_ref(reference)
@@ -48,7 +58,7 @@ def images_command(
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     for row in table:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        typer.echo("   ".join([*cells, row[4]]).rstrip())
+        echo("   ".join([*cells, row[4]]).rstrip())
 
 
 def _when(stamp: str | None) -> str:

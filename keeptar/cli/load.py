@@ -8,17 +8,20 @@ from typing import Annotated
 
 import typer
 
-from keeptar.backends import open_backend
+from keeptar._source_kind import SourceKind
 from keeptar.cli._app import (
     BackendOption,
     JsonOption,
     ProgressOption,
+    VersionOption,
     app,
+    batch_progress_reporter,
+    echo,
     emit_json,
     progress_reporter,
     reporting_errors,
 )
-from keeptar.load import SourceKind, load_image
+from keeptar.errors import UsageError
 
 
 @app.command("load")
@@ -26,8 +29,9 @@ def load_command(
     source: Annotated[
         str | None,
         typer.Argument(
-            help="A .tar file (plain or gzip/zstd/xz/bzip2), - for standard input, an "
-            "arv-mount path, a collection PDH or UUID, or with --from docker an image name.",
+            help="A .tar file (plain or gzip/zstd/xz/bzip2) or named pipe, - for standard "
+            "input, an arv-mount path, a collection PDH or UUID, or with --from docker an "
+            "image name.",
             show_default=False,
         ),
     ] = None,
@@ -63,8 +67,9 @@ def load_command(
         typer.Option(
             "--force",
             "-f",
-            help="Register a new collection even if already stored (uploading again, except "
-            "from a collection or arv-mount path, whose blocks are reused).",
+            help="Register a new collection even if already stored, as arv-keepdocker -f "
+            "(uploading again, except from a collection or arv-mount path, whose blocks "
+            "are reused).",
         ),
     ] = False,
     force_image_format: Annotated[
@@ -75,7 +80,29 @@ def load_command(
     ] = False,
     backend: BackendOption = None,
     as_json: JsonOption = False,
+    version: VersionOption = False,
     progress: ProgressOption = None,
+    batch_progress: Annotated[
+        bool,
+        typer.Option(
+            "--batch-progress",
+            help="Machine-readable progress lines on stderr, as arv-put writes them: "
+            "'PROGRAM PID: BYTES written TOTAL total' (TOTAL -1 when unknown).",
+        ),
+    ] = False,
+    silent: Annotated[
+        bool,
+        typer.Option("--silent", help="Nothing on stderr but errors (no progress, no warnings)."),
+    ] = False,
+    retries: Annotated[
+        int | None,
+        typer.Option(
+            "--retries",
+            min=0,
+            help="Retries for each API and Keep request [default: KEEPTAR_RETRIES, else 5].",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Store a Docker image in Keep in one pass and register it as arv-keepdocker does.
 
@@ -88,10 +115,20 @@ def load_command(
     Names are registered exactly as given (--tag, or the archive's RepoTags);
     a RepoTag that Docker or Arvados would refuse is skipped with a warning.
     """
+    from keeptar.backends import open_backend
+    from keeptar.load import load_image
+
     with reporting_errors():
-        store = open_backend(backend, quiet=True)
+        if batch_progress and progress:
+            raise UsageError("--progress and --batch-progress cannot be used together")
+        store = open_backend(backend, quiet=True, retries=retries)
         total = os.path.getsize(source) if source and os.path.isfile(source) else None
-        with progress_reporter(progress, total, "load") as report:
+        reporter = (
+            batch_progress_reporter(total)
+            if batch_progress and not silent
+            else progress_reporter(False if silent or batch_progress else progress, total, "load")
+        )
+        with reporter as report:
             result = load_image(
                 store,
                 source,
@@ -103,12 +140,12 @@ def load_command(
                 force=force,
                 force_image_format=force_image_format,
                 progress=report,
-                warn=_warn,
+                warn=None if silent else _warn,
             )
     if as_json:
         emit_json(result.to_json())
     else:
-        typer.echo(result.uuid)
+        echo(result.uuid)
 
 
 def _warn(message: str) -> None:

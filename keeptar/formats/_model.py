@@ -111,6 +111,9 @@ class ArchiveInfo:
         images: the images, in the order the archive lists them.
         tar_bytes: size of the (decompressed) tar stream up to its end marker.
         verified: whether every digest was computed and checked.
+        warnings: what ``docker load`` would refuse or read differently in the
+            archive (see :mod:`keeptar.formats._unpack`); ``load`` refuses such
+            an archive.
     """
 
     format: ArchiveFormat
@@ -118,6 +121,7 @@ class ArchiveInfo:
     images: tuple[ImageInfo, ...]
     tar_bytes: int
     verified: bool = False
+    warnings: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON document ``keeptar inspect --json`` prints."""
@@ -126,4 +130,5 @@ class ArchiveInfo:
             "compression": self.compression,
             "verified": self.verified,
             "images": [image.to_json() for image in self.images],
+            **({"warnings": list(self.warnings)} if self.warnings else {}),
         }

@@ -22,6 +22,7 @@ from keeptar.formats._names import (
     OCI_LAYOUT,
     REPOSITORIES,
 )
+from keeptar.formats._unpack import UnpackCheck
 from keeptar.streaming import (
     NEED_DATA,
     ArchiveEnd,
@@ -99,6 +100,7 @@ class ArchiveScanner:
         total_cap: int = DEFAULT_TOTAL_CAP,
     ) -> None:
         self.scan = ArchiveScan(member_cap=member_cap)
+        self.scan.digested = digest
         self._digest = digest
         self._member_cap = member_cap
         self._total_cap = total_cap
@@ -122,6 +124,7 @@ class ArchiveScanner:
             self.scan.end = event
 
     def _on_header(self, header: MemberHeader, reader: TarReader) -> None:
+        self.scan.unpack.add(header)
         member = Member(header)
         self._current = member
         self.scan.add(member)
@@ -237,9 +240,24 @@ class ArchiveScan:
         self.members: dict[str, Member] = {}
         self.order: list[str] = []
         self.end: ArchiveEnd | None = None
+        #: Whether every regular member was hashed (``ArchiveScanner(digest=True)``).
         self.digested = False
         #: stream offset just past the last member's padded data: where the end marker starts
         self.body_end = 0
+        #: ``docker load``'s extraction, replayed on the member headers
+        self.unpack = UnpackCheck()
+
+    def docker_load_problems(self) -> tuple[str, ...]:
+        """Why ``docker load`` would refuse this archive or read it differently, if it would."""
+        problems = []
+        if self.unpack.refusal is not None:
+            problems.append(f"docker load would refuse this archive: {self.unpack.refusal}")
+        for name, at in self.unpack.shadowed:
+            problems.append(
+                f"docker load would extract member {name!r} as {at!r}, "
+                "over the member keeptar reads by that name"
+            )
+        return tuple(problems)
 
     def add(self, member: Member) -> None:
         """Record *member*; a later member of the same path replaces an earlier one."""
@@ -330,6 +348,8 @@ def parse_json(data: bytes, *, what: str) -> Any:
         return json.loads(data)
     except (UnicodeDecodeError, ValueError) as exc:
         raise ArchiveError(f"decoding {what}: invalid JSON: {exc}") from None
+    except RecursionError:  # hostile nesting: no image document is anywhere near this deep
+        raise ArchiveError(f"decoding {what}: JSON nested too deeply") from None
 
 
 def is_hex64(text: str) -> bool:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import bisect
 import functools
+import hashlib
+import inspect
 import io
 import mmap
 import os
@@ -26,12 +28,22 @@ from keeptar.errors import ArchiveError, BackendError, KeeptarError, NotFoundErr
 from keeptar.keep.manifest import BLOCK_SIZE, ManifestFile, parse_manifest
 
 __all__ = [
+    "MEMORY_BUDGET",
     "BlockWriter",
     "KeepFileReader",
     "StoredStream",
     "read_file_range",
     "store_file",
 ]
+
+
+#: The most resident memory ``keeptar load`` may use, whatever the input (README).
+MEMORY_BUDGET = 300 << 20
+#: Resident memory besides block buffers, copies and a zstd window: the interpreter,
+#: its libraries and the Arvados SDK (``benchmarks/bench_zstd_window.py``: ~70 MiB on
+#: Arvados, ~45 MiB on the embedded store), with a margin.
+BASELINE_MEMORY = 80 << 20
+_MIN_BLOCK_SIZE = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +62,23 @@ class BlockWriter:
             ``put_block``); called from worker threads.
         block_size: bytes per block (64 MiB in Keep).
         workers: threads storing blocks.
-        in_flight: finished blocks allowed to wait for storage at once.
+        in_flight: finished blocks allowed to wait for storage at once; 0 stores
+            each block on the calling thread, so memory is the one buffer filling.
+            :meth:`fit_window` lowers it later.
         progress: called with the number of bytes stored so far.
         detach: the store copies each block anyway (``Backend.stores_in_place`` is
             False): fill one buffer and hand the store private copies.
+        is_stored: resume: hash each block first and store only those for which
+            ``is_stored("md5+size")`` (a backend's ``has_block``) is False; the others
+            keep their unsigned locator.  Only for stores whose ``has_block`` can vouch
+            for blocks it did not store in this process (``confirms_stored_blocks``).
+            ``put_block`` then gets the md5 (``md5=``) when it takes one.  Hashing
+            before storing costs the store its overlap of hashing and writing, so
+            after ``FRESH_AFTER_MISSES`` missing blocks in a row the stream is taken
+            for a fresh one and the rest is stored without asking (an interrupted
+            load stored its blocks in order, two at a time).
+
+    ``skipped_blocks`` counts the blocks *is_stored* found.
 
     Use as a context manager; leaving it by an exception abandons pending blocks.
     """
@@ -67,18 +92,25 @@ class BlockWriter:
         in_flight: int = 2,
         progress: Callable[[int], None] | None = None,
         detach: bool = False,
+        is_stored: Callable[[str], bool] | None = None,
     ) -> None:
         self._put = put_block
+        self._is_stored = is_stored
+        self._put_takes_md5 = is_stored is not None and _takes_md5(put_block)
+        self._misses_in_a_row = 0
+        self.skipped_blocks = 0
         self._detach = detach
         self._block_size = block_size
+        self._next_block_size = block_size  # takes effect when the next block starts
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="keeptar-put")
         # Buffers are allocated once and recycled: in_flight waiting plus one filling.
         # They are anonymous mmaps, so page-aligned: the embedded store can write them
         # with direct I/O.
         self._free: queue.Queue[mmap.mmap] = queue.Queue()
         self._allocated = 0
-        self._max_buffers = in_flight + 1
-        self._copy_slots = threading.Semaphore(in_flight)
+        self._in_flight = in_flight
+        self._copies = 0  # private copies (detach) waiting or being stored
+        self._slots = threading.Condition()
         self._futures: list[Future[str]] = []
         self._buffer: mmap.mmap | None = None
         self._fill = 0
@@ -88,13 +120,73 @@ class BlockWriter:
         self._progress = progress
         self._closed = False
 
+    @property
+    def in_flight(self) -> int:
+        """Finished blocks allowed to wait for storage at once."""
+        return self._in_flight
+
+    @property
+    def block_size(self) -> int:
+        """The size of the blocks stored from now on."""
+        return self._next_block_size
+
+    def limit_in_flight(self, in_flight: int) -> None:
+        """Allow at most *in_flight* blocks in flight from now on (never raises the limit).
+
+        Buffers over the new limit are released as their blocks are stored.
+        """
+        with self._slots:
+            self._in_flight = max(0, min(self._in_flight, in_flight))
+            self._slots.notify_all()
+
+    def fit_window(self, window: int) -> None:
+        """Make room for a decompressor holding *window* bytes within :data:`MEMORY_BUDGET`.
+
+        Fewer blocks in flight first, then smaller blocks (Keep blocks may be any size
+        up to 64 MiB; the change applies from the next block) with at least one block
+        in flight so that storing overlaps reading, and only as a last resort none
+        (each block stored on the calling thread as soon as it is full).  Never raises
+        a limit.
+        """
+        available = MEMORY_BUDGET - BASELINE_MEMORY - window
+        block, in_flight = self._next_block_size, self._in_flight
+        choice = None
+        size = block
+        while choice is None and size >= _MIN_BLOCK_SIZE:
+            for count in range(in_flight, 0, -1):
+                if self._buffers_needed(count) * size <= available:
+                    choice = (size, count)
+                    break
+            size //= 2
+        if choice is None:  # nothing in flight, the largest block that fits
+            size = block
+            while self._buffers_needed(0) * size > available and size > _MIN_BLOCK_SIZE:
+                size //= 2
+            choice = (size, 0)
+        self.limit_in_flight(choice[1])
+        self._next_block_size = choice[0]
+
+    def _buffers_needed(self, in_flight: int) -> int:
+        """Blocks held at once: buffers, plus for a detached store its private copies
+        (with none in flight, its own copy of the block being stored)."""
+        if self._detach:
+            return 1 + max(1, in_flight)
+        return 1 + in_flight
+
     def _take_buffer(self) -> mmap.mmap:
-        try:
-            return self._free.get_nowait()
-        except queue.Empty:
-            pass
-        if self._allocated < self._max_buffers:
-            self._allocated += 1
+        while True:
+            try:
+                buffer = self._free.get_nowait()
+            except queue.Empty:
+                break
+            if len(buffer) == self._block_size:
+                return buffer
+            self._discard(buffer)  # from before the block size shrank
+        with self._lock:
+            allocate = self._allocated < self._in_flight + 1
+            if allocate:
+                self._allocated += 1
+        if allocate:
             return mmap.mmap(-1, self._block_size)
         while True:
             try:
@@ -102,10 +194,20 @@ class BlockWriter:
             except queue.Empty:
                 self._check_failures()
 
+    def _discard(self, buffer: mmap.mmap) -> None:
+        with self._lock:
+            self._allocated -= 1
+        buffer.close()
+
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append *data* to the stream (copied; the caller may reuse it)."""
         view = memoryview(data).cast("B")
         while len(view):
+            if self._fill == 0 and self._next_block_size != self._block_size:
+                self._block_size = self._next_block_size
+                if self._buffer is not None:
+                    self._discard(self._buffer)
+                    self._buffer = None
             if self._buffer is None:
                 self._buffer = self._take_buffer()
                 self._fill = 0
@@ -117,9 +219,23 @@ class BlockWriter:
             if self._fill == self._block_size:
                 self._submit()
 
+    def _recycle(self, block: mmap.mmap) -> None:
+        """Put a stored block's buffer back, or release it if a limit was lowered."""
+        with self._lock:
+            release = self._allocated > self._in_flight + 1 or len(block) != self._block_size
+            if release:
+                self._allocated -= 1
+        if release:
+            block.close()
+        else:
+            self._free.put(block)
+
     def _submit(self) -> None:
         self._check_failures()
         assert self._buffer is not None
+        if self._in_flight == 0:
+            self._store_here()
+            return
         if self._detach:
             # The store copies anyway: give it a private copy now and keep filling the
             # one buffer, so memory is one buffer plus the blocks in flight.
@@ -132,10 +248,33 @@ class BlockWriter:
         self._buffer, self._fill = None, 0
         self._futures.append(self._pool.submit(self._store, block, length))
 
+    def _store_here(self) -> None:
+        """Store the filled buffer on this thread and keep it for the next block."""
+        assert self._buffer is not None
+        length, self._fill = self._fill, 0
+        future: Future[str] = Future()
+        try:
+            with memoryview(self._buffer) as whole, whole[:length] as view:
+                future.set_result(self._put(view))
+        except Exception as exc:
+            future.set_exception(exc)
+            self._futures.append(future)
+            self._raise(exc)
+        self._futures.append(future)
+        self._stored_more(length)
+
     def _take_copy_slot(self) -> None:
         """Wait until fewer than ``in_flight`` private copies exist, watching for failures."""
-        while not self._copy_slots.acquire(timeout=0.5):
-            self._check_failures()
+        with self._slots:
+            while self._copies >= max(1, self._in_flight):
+                if not self._slots.wait(timeout=0.5):
+                    self._check_failures()
+            self._copies += 1
+
+    def _release_copy_slot(self) -> None:
+        with self._slots:
+            self._copies -= 1
+            self._slots.notify_all()
 
     def _check_whole_blocks(self, method: str) -> None:
         if self._fill:
@@ -145,9 +284,9 @@ class BlockWriter:
     def _store(self, block: mmap.mmap, length: int) -> str:
         try:
             with memoryview(block) as whole, whole[:length] as view:
-                locator = self._put(view)
+                locator = self._put_unless_stored(view)
         finally:
-            self._free.put(block)
+            self._recycle(block)
         self._stored_more(length)
         return locator
 
@@ -169,7 +308,7 @@ class BlockWriter:
             with memoryview(buffer) as whole, whole[:length] as view:
                 fill(view)
         except BaseException:
-            self._free.put(buffer)
+            self._recycle(buffer)
             raise
         return self._store(buffer, length)
 
@@ -187,11 +326,27 @@ class BlockWriter:
     def _store_read(self, read: Callable[[], bytes]) -> str:
         try:
             data = read()
-            locator = self._put(memoryview(data))
+            locator = self._put_unless_stored(memoryview(data))
         finally:
-            self._copy_slots.release()
+            self._release_copy_slot()
         self._stored_more(len(data))
         return locator
+
+    def _put_unless_stored(self, view: memoryview) -> str:
+        if self._is_stored is None or self._misses_in_a_row >= FRESH_AFTER_MISSES:
+            return self._put(view)
+        md5 = hashlib.md5(view).hexdigest()
+        locator = f"{md5}+{len(view)}"
+        if self._is_stored(locator):
+            with self._lock:
+                self.skipped_blocks += 1
+                self._misses_in_a_row = 0
+            return locator
+        with self._lock:
+            self._misses_in_a_row += 1
+        if self._put_takes_md5:
+            return self._put(view, md5=md5)  # type: ignore[call-arg]
+        return self._put(view)
 
     def _stored_more(self, length: int) -> None:
         with self._lock:
@@ -242,11 +397,6 @@ class BlockWriter:
             future.cancel()
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._buffer = None
-
-    @property
-    def size(self) -> int:
-        """Bytes written so far."""
-        return self._size
 
     def __enter__(self) -> BlockWriter:
         return self
@@ -359,6 +509,8 @@ def store_file(
     *,
     detach: bool = False,
     progress: Callable[[int], None] | None = None,
+    is_stored: Callable[[str], bool] | None = None,
+    check: Callable[[int, memoryview], None] | None = None,
 ) -> StoredStream:
     """Store the first *size* bytes of a regular file as Keep blocks, reading each once.
 
@@ -369,7 +521,15 @@ def store_file(
     e.g. KeepClient) it is read into that copy, up to ``DETACHED_IN_FLIGHT`` at once.
     Either way resident memory stays at a few blocks whatever the file's size.
 
+    With *is_stored* (see :class:`BlockWriter`) a re-run of an interrupted load
+    stores only the blocks the store does not hold yet: every block is read and
+    hashed again, nothing is cached on disk.
+
     (Not ``mmap``: a file truncated while mapped kills the process with SIGBUS.)
+
+    *check*, if given, is called on the worker as ``check(offset, block)`` with each
+    block's bytes as read, before they are stored; an exception it raises fails the
+    store (so the caller can insist that what is stored is what it parsed).
 
     Raises:
         ArchiveError: the file shrank while it was being read.
@@ -377,18 +537,38 @@ def store_file(
     if size == 0:
         return StoredStream((), 0)
     workers, in_flight = (DETACHED_IN_FLIGHT, DETACHED_IN_FLIGHT) if detach else (2, 1)
-    with BlockWriter(put_block, workers=workers, in_flight=in_flight, progress=progress) as writer:
+    with BlockWriter(
+        put_block, workers=workers, in_flight=in_flight, progress=progress, is_stored=is_stored
+    ) as writer:
         for start in range(0, size, BLOCK_SIZE):
             length = min(BLOCK_SIZE, size - start)
             if detach:
-                writer.submit_read(functools.partial(_pread_all, fd, length, start), length)
+                read = functools.partial(_pread_all, fd, length, start)
+                writer.submit_read(
+                    read if check is None else functools.partial(_checked, read, check, start),
+                    length,
+                )
             else:
-                writer.submit_fill(functools.partial(_pread_into, fd, start), length)
+                fill = functools.partial(_pread_into, fd, start, check=check)
+                writer.submit_fill(fill, length)
         return writer.finish()
 
 
 DETACHED_IN_FLIGHT = 3
+
+
 """Blocks uploaded at once from a file to a store that copies them (3 x 64 MiB)."""
+
+FRESH_AFTER_MISSES = 2
+"""Missing blocks in a row after which a resuming writer stops asking (see BlockWriter)."""
+
+
+def _takes_md5(put_block: Callable[..., str]) -> bool:
+    """Whether *put_block* accepts the ``md5=`` hint (a backend's does; a test's may not)."""
+    try:
+        return "md5" in inspect.signature(put_block).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _pread_all(fd: int, length: int, offset: int) -> bytes:
@@ -406,13 +586,29 @@ def _pread_all(fd: int, length: int, offset: int) -> bytes:
     return b"".join(parts)
 
 
-def _pread_into(fd: int, offset: int, view: memoryview) -> None:
+def _checked(
+    read: Callable[[], bytes], check: Callable[[int, memoryview], None], offset: int
+) -> bytes:
+    data = read()
+    check(offset, memoryview(data))
+    return data
+
+
+def _pread_into(
+    fd: int,
+    offset: int,
+    view: memoryview,
+    *,
+    check: Callable[[int, memoryview], None] | None = None,
+) -> None:
     got = 0
     while got < len(view):
         count = os.preadv(fd, [view[got:]], offset + got)
         if not count:
             raise _shrank(offset + got)
         got += count
+    if check is not None:
+        check(offset, view)
 
 
 def _shrank(at: int) -> ArchiveError:

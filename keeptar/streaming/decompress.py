@@ -4,8 +4,11 @@
 bytes.  A :class:`Decompressor` is fed compressed bytes and hands back
 decompressed chunks of at most ``max_chunk`` bytes each (zstd: at most one
 128 KiB block more), so a small input that expands enormously never lands in
-memory at once.  A zstd frame needs its window on top (zstd's default limit,
-128 MiB at most; 8 MiB or less unless made with ``--long`` or ``--ultra``).  Concatenated members
+memory at once.  A zstd frame needs its window on top: 8 MiB or less unless
+made with ``--long`` or ``--ultra``.  :attr:`Decompressor.window_size` says how
+large, from the frame header, before any of the frame is decompressed (so a
+caller can shrink its own buffers); a window over zstd's default limit,
+:data:`MAX_ZSTD_WINDOW` (128 MiB, ``--long=27``), is refused.  Concatenated members
 (multi-member gzip, several xz/bzip2 streams, several zstd frames) are all
 decompressed, as ``gzip -d`` does; NUL padding after the last member is
 ignored.  A stream that ends inside a member raises
@@ -23,9 +26,11 @@ from collections import deque
 from keeptar.errors import ArchiveError
 from keeptar.streaming._events import NEED_DATA, NeedData
 
-__all__ = ["Compression", "Decompressor", "detect_compression"]
+__all__ = ["MAX_ZSTD_WINDOW", "Compression", "Decompressor", "detect_compression"]
 
 DEFAULT_MAX_CHUNK = 1 << 20
+#: The largest zstd window keeptar decodes: zstd's own default limit (``--long=27``).
+MAX_ZSTD_WINDOW = 1 << 27
 
 
 class Compression(enum.Enum):
@@ -121,6 +126,7 @@ class _ZstdBlocks:
         self._then = "block"  # the state after the skipped bytes
         self._skipping_block = False  # the skipped bytes are a block's content
         self._checksum = False  # the frame ends with a 4-byte checksum
+        self.window = 0  # the largest window a frame header announced so far
 
     def cut(self, buf: memoryview, base: int, start: int, blocks: int) -> int:
         """An index of *buf* at which to stop feeding: at most *blocks* blocks past *start*.
@@ -146,7 +152,10 @@ class _ZstdBlocks:
                 break
             head = bytes(buf[position - base : position - base + size])
             if self._state == "header":
-                self._header(head)
+                whole = _header_size(head)
+                if limit - position < whole:
+                    break
+                self._header(bytes(buf[position - base : position - base + whole]))
                 continue
             value = int.from_bytes(head, "little")  # Last_Block, Block_Type, Block_Size
             position += 3
@@ -162,18 +171,54 @@ class _ZstdBlocks:
         return self.known - base
 
     def _header(self, head: bytes) -> None:
-        """Classify the frame header whose first 5 bytes are *head* (RFC 8878 §3.1.1.1)."""
+        """Classify the frame header *head*, all of it (RFC 8878 §3.1.1.1).
+
+        Raises:
+            ArchiveError: the frame's window is over :data:`MAX_ZSTD_WINDOW`.
+        """
         if head[:4] != b"\x28\xb5\x2f\xfd":
             self._state = "opaque"
             return
         descriptor = head[4]
-        single_segment = bool(descriptor & 0x20)
         self._checksum = bool(descriptor & 0x04)
-        size = 5 + (0 if single_segment else 1)  # magic, descriptor, window descriptor
-        size += (0, 1, 2, 4)[descriptor & 0x03]  # dictionary ID
-        size += ((1 if single_segment else 0), 2, 4, 8)[descriptor >> 6]  # content size
-        self._state, self._left, self._then = "skip", size, "block"
+        window = _window_size(head)
+        if window > MAX_ZSTD_WINDOW:
+            raise ArchiveError(
+                f"zstd frame needs a {_mib(window)} window, over the {_mib(MAX_ZSTD_WINDOW)} "
+                "keeptar decodes (zstd's default limit; was it made with --long=28 or more?)"
+            )
+        self.window = max(self.window, window)
+        self._state, self._left, self._then = "skip", len(head), "block"
         self._skipping_block = False
+
+
+def _header_size(head: bytes) -> int:
+    """The size of a zstd frame header from its first 5 bytes (magic, descriptor)."""
+    if head[:4] != b"\x28\xb5\x2f\xfd":
+        return 5
+    descriptor = head[4]
+    single_segment = bool(descriptor & 0x20)
+    size = 5 + (0 if single_segment else 1)  # magic, descriptor, window descriptor
+    size += (0, 1, 2, 4)[descriptor & 0x03]  # dictionary ID
+    size += ((1 if single_segment else 0), 2, 4, 8)[descriptor >> 6]  # content size
+    return size
+
+
+def _window_size(head: bytes) -> int:
+    """The window a whole zstd frame header announces (its content size if single-segment)."""
+    descriptor = head[4]
+    if not descriptor & 0x20:
+        exponent, mantissa = head[5] >> 3, head[5] & 7
+        base = 1 << (10 + exponent)
+        return base + (base >> 3) * mantissa
+    start = 5 + (0, 1, 2, 4)[descriptor & 0x03]
+    width = (1, 2, 4, 8)[descriptor >> 6]
+    size = int.from_bytes(head[start : start + width], "little")
+    return size + 256 if width == 2 else size
+
+
+def _mib(size: int) -> str:
+    return f"{size >> 20} MiB" if size >= 1 << 20 else f"{size >> 10} KiB"
 
 
 _ZSTD_OPAQUE_SLICE = 1 << 10
@@ -243,6 +288,10 @@ class _ZstdMember:
     def needs_input(self) -> bool:
         return (self._pos >= len(self._buf) or self._stalled) and not self._held
 
+    @property
+    def window(self) -> int:
+        return self._blocks.window
+
 
 def _new_member(kind: Compression) -> _ZlibMember | _LzmaLikeMember | _ZstdMember:
     if kind is Compression.GZIP:
@@ -273,6 +322,15 @@ class Decompressor:
         self._input: deque[bytes] = deque()
         self._eof = False
         self._consumed = 0  # compressed bytes handed to member decompressors
+        self._window = 0
+
+    @property
+    def window_size(self) -> int:
+        """The largest zstd window announced so far (0 for other formats, or none yet)."""
+        member = self._member
+        if isinstance(member, _ZstdMember):
+            self._window = max(self._window, member.window)
+        return self._window
 
     def feed(self, data: bytes) -> None:
         """Give the decompressor the next compressed bytes."""
@@ -297,6 +355,7 @@ class Decompressor:
                 if rest:
                     self._input.appendleft(rest)
                     self._consumed -= len(rest)
+                self._window = self.window_size
                 self._between_members = True
                 self._member = _new_member(self.kind)
                 continue
@@ -316,6 +375,8 @@ class Decompressor:
                 data = b""
             try:
                 out = member.decompress(data, self._max_chunk)
+            except ArchiveError:
+                raise
             except Exception as exc:  # zlib.error, OSError, EOFError, LZMAError, ZstdError
                 raise ArchiveError(f"corrupt {name} data: {exc}", self._consumed) from None
             if out:

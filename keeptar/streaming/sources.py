@@ -31,6 +31,8 @@ from keeptar.streaming.decompress import (
 __all__ = ["ByteSource", "StreamResult", "open_source", "run_tar_stream"]
 
 READ_SIZE = 1 << 20
+#: Most input read from a pipe after the end of the archive before giving up on it.
+DRAIN_LIMIT = 16 << 20
 _F_SETPIPE_SZ = 1031
 
 
@@ -51,11 +53,15 @@ class ByteSource:
         self.size: int | None = None
         self.seekable = False
         self.is_pipe = False
+        self.is_socket = False
+        #: if set, called as ``on_read(offset, data)`` with every chunk :meth:`read` returns
+        self.on_read: Callable[[int, bytes], None] | None = None
         with contextlib.suppress(AttributeError, OSError, io.UnsupportedOperation):
             self._fd = stream.fileno()
         if self._fd is not None:
             mode = os.fstat(self._fd).st_mode
             self.is_pipe = stat.S_ISFIFO(mode)
+            self.is_socket = stat.S_ISSOCK(mode)
             if stat.S_ISREG(mode):
                 self.size = os.fstat(self._fd).st_size
                 self.seekable = True
@@ -82,6 +88,8 @@ class ByteSource:
             data = os.read(self._fd, size)
         else:
             data = self._stream.read(size)
+        if self.on_read is not None and data:
+            self.on_read(self.position, data)
         self.position += len(data)
         return data
 
@@ -180,8 +188,7 @@ def run_tar_stream(
     *,
     tap: Callable[[bytes], None] | None = None,
     progress: Callable[[int], None] | None = None,
-    drain: bool | None = None,
-    reader: TarReader | None = None,
+    on_window: Callable[[int], None] | None = None,
 ) -> StreamResult:
     """Read *source* to the end of its tar archive, passing every event to *handle*.
 
@@ -192,16 +199,21 @@ def run_tar_stream(
         tap: if given, receives every byte of the decompressed stream, in order
             (trailing bytes after the archive included); nothing is skipped then.
         progress: called with the number of source bytes consumed so far.
-        drain: read the source to its end after the archive ends (default: unless
-            the source is a seekable file and there is no tap).
-        reader: the tar reader to use (a fresh one by default).
+        on_window: called with a zstd stream's window size (the largest so far)
+            when a frame header announces a larger one, before that frame's
+            bytes reach *tap*: a caller can shrink its own buffers.
+
+    After the archive ends, the rest of the source is read too (drained) when it
+    is a real pipe or socket, so its writer does not fail on a closed pipe, or a
+    regular file when there is a tap; never a character device such as
+    ``/dev/zero``.  A stream is drained for at most :data:`DRAIN_LIMIT` bytes.
 
     Raises:
-        ArchiveError: the stream is not a readable (possibly compressed) tar.
+        ArchiveError: the stream is not a readable (possibly compressed) tar, or
+            goes on for more than :data:`DRAIN_LIMIT` bytes after its end.
     """
-    reader = reader or TarReader()
-    if drain is None:
-        drain = tap is not None or not source.seekable
+    reader = TarReader()
+    drain = source.is_pipe or source.is_socket or (tap is not None and source.seekable)
     first = source.read(READ_SIZE)
     while 0 < len(first) < MAGIC_LENGTH:
         more = source.read(READ_SIZE)
@@ -213,7 +225,29 @@ def run_tar_stream(
         raise ArchiveError("empty input: not a tar archive", 0)
     if kind is Compression.NONE:
         return _run_plain(source, reader, handle, first, tap, progress, drain)
-    return _run_compressed(source, reader, handle, kind, first, tap, progress, drain)
+    return _run_compressed(source, reader, handle, kind, first, tap, progress, drain, on_window)
+
+
+def _skip_rest(source: ByteSource) -> None:
+    """Drain what follows the archive: all of a file, at most DRAIN_LIMIT of a stream."""
+    if source.seekable:
+        source.skip(1 << 62)
+        return
+    start = source.position
+    source.skip(DRAIN_LIMIT + 1)
+    _check_drained(source, start)
+
+
+def _check_drained(source: ByteSource, start: int) -> None:
+    if not source.seekable and source.position - start > DRAIN_LIMIT:
+        raise _endless(source)
+
+
+def _endless(source: ByteSource) -> ArchiveError:
+    return ArchiveError(
+        f"{source.name}: more than {DRAIN_LIMIT >> 20} MiB of data after the end of "
+        "the archive (is the input endless?)"
+    )
 
 
 def _pump(reader: TarReader, handle: Callable[[Event, TarReader], None]) -> ArchiveEnd | None:
@@ -236,6 +270,7 @@ def _run_plain(
     drain: bool,
 ) -> StreamResult:
     end: ArchiveEnd | None = None
+    ended_at = 0  # the source position when the archive's end was seen
     while True:
         if tap is not None:
             tap(chunk)
@@ -245,6 +280,9 @@ def _run_plain(
             else:
                 reader.feed_eof()
             end = _pump(reader, handle)
+            ended_at = source.position
+        else:
+            _check_drained(source, ended_at)
         if progress is not None:
             progress(source.position)
         if not chunk:
@@ -256,7 +294,7 @@ def _run_plain(
             if wanted:
                 reader.skip_input(source.skip(wanted))
         elif end is not None and tap is None:
-            source.skip(1 << 62)
+            _skip_rest(source)
             chunk = b""
             continue
         chunk = source.read(READ_SIZE)
@@ -274,19 +312,32 @@ def _run_compressed(
     tap: Callable[[bytes], None] | None,
     progress: Callable[[int], None] | None,
     drain: bool,
+    on_window: Callable[[int], None] | None = None,
 ) -> StreamResult:
     decompressor = Decompressor(kind)
+    window = 0
     end: ArchiveEnd | None = None
+    ended_at = 0  # the source position when the archive's end was seen
+    after = 0  # decompressed bytes after the archive's end
     while True:
+        if end is not None:
+            _check_drained(source, ended_at)
         if chunk:
             decompressor.feed(chunk)
         else:
             decompressor.feed_eof()
         while True:
             out = decompressor.next_chunk()
+            if on_window is not None and decompressor.window_size > window:
+                window = decompressor.window_size
+                on_window(window)
             if out is NEED_DATA:
                 break
             if tap is not None and out:
+                if end is not None:  # bytes after the archive: stored, so bounded too
+                    after += len(out)
+                    if after > DRAIN_LIMIT:
+                        raise _endless(source)
                 tap(out)
             if end is None:
                 if out:
@@ -294,6 +345,7 @@ def _run_compressed(
                 else:
                     reader.feed_eof()
                 end = _pump(reader, handle)
+                ended_at = source.position
                 if end is not None and not drain and tap is None:
                     break
             if not out:
@@ -304,7 +356,7 @@ def _run_compressed(
             break
         if end is not None and tap is None:
             # The archive is complete: drain the rest without decompressing it.
-            source.skip(1 << 62)  # the drained tail is not checked
+            _skip_rest(source)  # the drained tail is not checked
             break
         chunk = source.read(READ_SIZE)
     if end is None:
