@@ -34,10 +34,11 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, BinaryIO, TypeAlias, cast
 
+from keeptar._subprocess import child_environment, child_message
 from keeptar.errors import ArchiveError, KeeptarError, NotFoundError, UsageError
 from keeptar.streaming.sources import ByteSource
 
@@ -79,32 +80,10 @@ _NO_IMAGE = re.compile(r"no such image|unable to find image|pull access denied",
 _CAPS = "unable to apply caps"
 _DAEMON_LOG = re.compile(r'^time="')  # the inner dockerd's own log lines
 
-# --- child environment ---------------------------------------------------------------
-# TODO(lead): the `ops` branch has keeptar/_subprocess.py (child_environment/child_message)
-# doing the same; once merged, use it here and drop these three helpers.
-_SECRET_WORDS = ("TOKEN", "SECRET", "PASSW", "CREDENTIAL")
-_SECRET_PARTS = frozenset({"KEY", "KEYS", "APIKEY", "AUTH", "PASS"})
 
-
-def _is_secret_name(name: str) -> bool:
-    upper = name.upper()
-    return any(word in upper for word in _SECRET_WORDS) or any(
-        part in _SECRET_PARTS for part in upper.split("_")
-    )
-
-
-def _child_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    source = os.environ if environ is None else environ
-    return {name: value for name, value in source.items() if not _is_secret_name(name)}
-
-
-def _scrub(text: str) -> str:
-    from keeptar.backends.arvados import scrub
-
-    for name, value in os.environ.items():
-        if _is_secret_name(name) and len(value) >= 6:
-            text = text.replace(value, "***")
-    return scrub(text)
+def _scrub(text: str | bytes) -> str:
+    """A child's output with every credential removed (whitespace runs become one space)."""
+    return child_message(text, limit=1 << 16)
 
 
 # --- free space ----------------------------------------------------------------------
@@ -212,7 +191,7 @@ class ContainerEngine:
         self.docker = docker
         self._notice = notice or (lambda line: None)
         self._log = log
-        self._env = _child_environment()
+        self._env = child_environment()
         self._checked = False
         self._lock = threading.Lock()
 
@@ -272,11 +251,11 @@ class ContainerEngine:
                 return
             found = self._docker("image", "inspect", "--format", "{{.Id}}", self.image)
             if found.returncode != 0:
-                text = _scrub(found.stderr.decode(errors="replace"))
+                text = _scrub(found.stderr)
                 raise self._classify(found.returncode, text)
             if self.security_mode == "auto":
                 probe = self._docker(*self._run_args(self._flags, entrypoint="true"))
-                text = _scrub(probe.stderr.decode(errors="replace"))
+                text = _scrub(probe.stderr)
                 if probe.returncode != 0 and _CAPS in text:
                     self._flags = CAPS_FLAGS
                     self._notice(
@@ -385,7 +364,7 @@ class ContainerEngine:
 
     def _read_stderr(self, stream: IO[bytes], tail: collections.deque[str]) -> None:
         for raw in iter(stream.readline, b""):
-            line = _scrub(raw.decode(errors="replace").rstrip("\n"))
+            line = _scrub(raw)
             if self._log is not None:
                 self._log(line)
             if not _DAEMON_LOG.match(line) and line.strip():
