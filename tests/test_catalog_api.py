@@ -1,0 +1,253 @@
+"""The #9045 catalog API (issue 10): search, naming, find_or_create_image; tag/push/untag.
+
+Search order is checked against the SDK's own ``list_images_in_arv`` on the same
+links (emulator), and every registration against the store's own records.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid as uuidlib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_load import unique_image
+
+from conftest import fixture_path, run_keeptar
+from keeptar.catalog import (
+    ImageMatch,
+    add_image_hash,
+    add_image_name,
+    find_or_create_image,
+    search_images,
+    search_images_by_hash,
+    search_images_by_name,
+)
+from keeptar.errors import ArchiveError, ConflictError, NotFoundError, UsageError
+from keeptar.load import load_image
+
+APP = fixture_path("docker-v2-app.tar")
+HASH = "docker_image_hash"
+NAME = "docker_image_repo+tag"
+
+
+def new_project(backend: Any, request: pytest.FixtureRequest) -> str:
+    """A fresh empty project of the test user's."""
+    name = f"catalog {uuidlib.uuid4()}"
+    if backend.kind == "local":
+        return str(backend.create_project(name)["uuid"])
+    emu = request.getfixturevalue("emulator")
+    group = (
+        emu.api(emu.alice)
+        .groups()
+        .create(body={"group": {"name": name, "group_class": "project"}})
+        .execute()
+    )
+    return str(group["uuid"])
+
+
+def load(backend: Any, tmp_path: Path, project: str, tag: str) -> Any:
+    """A new image (an ID no other test has) loaded into *project* as *tag*."""
+    folder = tmp_path / uuidlib.uuid4().hex
+    folder.mkdir()
+    return load_image(backend, str(unique_image(APP, folder)), project_uuid=project, tag=tag)
+
+
+def links_in(backend: Any, project: str) -> list[dict[str, Any]]:
+    return list(backend.list_links([["owner_uuid", "=", project]]))
+
+
+def collections_in(backend: Any, project: str) -> list[dict[str, Any]]:
+    return list(backend.list_collections([["owner_uuid", "=", project]]))
+
+
+def rows(found: list[ImageMatch]) -> list[tuple[str, str, str, str]]:
+    return [(m.collection_uuid, m.repo, m.tag, m.image_id) for m in found]
+
+
+def sdk_rows(emu: Any, **kwargs: Any) -> list[tuple[str, str, str, str]]:
+    from arvados.commands.keepdocker import list_images_in_arv
+
+    listed = list_images_in_arv(emu.api(emu.alice), 2, **kwargs)
+    return [(uuid, info["repo"], info["tag"], info["dockerhash"]) for uuid, info in listed]
+
+
+@pytest.fixture
+def ordered(backend: Any, tmp_path: Path, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """Four images in a fresh project, all also named ``order/x:shared``: two with
+    image timestamps (2021, 2023), two with none (made in that order)."""
+    project = new_project(backend, request)
+    loaded = [load(backend, tmp_path, project, f"order/x:own{i}") for i in range(4)]
+    stamps = ["2021-01-01T00:00:00Z", "2023-01-01T00:00:00Z", None, None]
+    for result, stamp in zip(loaded, stamps, strict=True):
+        backend.create_link(
+            link_class=NAME,
+            name="order/x:shared",
+            head_uuid=result.uuid,
+            owner_uuid=project,
+            properties={"image_timestamp": stamp} if stamp else {},
+        )
+    return {"project": project, "loaded": loaded}
+
+
+def test_search_by_name_newest_image_first_missing_timestamps_last(
+    backend: Any, ordered: dict[str, Any]
+) -> None:
+    project, loaded = ordered["project"], ordered["loaded"]
+    found = search_images_by_name(backend, "order/x:shared", project)
+    assert [m.collection_uuid for m in found] == [
+        loaded[1].uuid,  # image_timestamp 2023
+        loaded[0].uuid,  # 2021
+        loaded[3].uuid,  # none: then the newest link
+        loaded[2].uuid,
+    ]
+    assert found[0].image_timestamp == "2023-01-01T00:00:00Z" and found[3].image_timestamp is None
+    assert [m.image_id for m in found] == [loaded[i].image_id for i in (1, 0, 3, 2)]
+    assert [m.portable_data_hash for m in found] == [
+        loaded[i].portable_data_hash for i in (1, 0, 3, 2)
+    ]
+    assert {m.owner_uuid for m in found} == {project}
+    assert {(m.repo, m.tag) for m in found} == {("order/x", "shared")}
+    # No tag: every tag of the repository (the four own tags and the shared one).
+    every = search_images_by_name(backend, "order/x", project)
+    assert {m.name for m in every} == {f"order/x:own{i}" for i in range(4)} | {"order/x:shared"}
+    assert len(every) == 8
+    assert search_images_by_name(backend, "order/x:none", project) == []
+    assert search_images_by_name(backend, "order/xy", project) == []
+    # Outside the project: nothing of it.
+    other = search_images_by_name(backend, "order/x:shared", "zzzzz-j7d0g-000000000000000")
+    assert other == []
+
+
+def test_search_by_hash_prefix_with_or_without_sha256(
+    backend: Any, ordered: dict[str, Any]
+) -> None:
+    project, loaded = ordered["project"], ordered["loaded"]
+    image_id = loaded[2].image_id
+    hexpart = image_id.removeprefix("sha256:")
+    for prefix in (image_id[:19], hexpart[:12], hexpart.upper()[:12], image_id):
+        found = search_images_by_hash(backend, prefix, project)
+        assert {m.collection_uuid for m in found} == {loaded[2].uuid}, prefix
+        assert {m.name for m in found} == {"order/x:own2", "order/x:shared"}
+    for bad in ("xyz", "", "sha256:", "ab%"):
+        with pytest.raises(UsageError, match="not an image ID prefix"):
+            search_images_by_hash(backend, bad, project)
+    # search_images: a name first, else the hash prefix.
+    assert rows(search_images(backend, hexpart[:10], project)) == rows(
+        search_images_by_hash(backend, hexpart[:10], project)
+    )
+    assert rows(search_images(backend, "order/x:own1", project)) == [
+        (loaded[1].uuid, "order/x", "own1", loaded[1].image_id)
+    ]
+    assert search_images(backend, "not-there", project) == []
+
+
+def test_search_order_is_the_sdks(ordered: dict[str, Any], request: pytest.FixtureRequest) -> None:
+    backend = request.getfixturevalue("backend")
+    if backend.kind != "arvados":
+        pytest.skip("the SDK lists images on Arvados")
+    emu = request.getfixturevalue("emulator")
+    project, loaded = ordered["project"], ordered["loaded"]
+    mine = rows(search_images_by_name(backend, "order/x:shared", project))
+    theirs = sdk_rows(emu, image_name="order/x", image_tag="shared", project_uuid=project)
+    assert mine == theirs and len(mine) == 4
+    prefix = loaded[0].image_id[:20]
+    assert rows(search_images(backend, prefix, project)) == sdk_rows(
+        emu, image_name=prefix, project_uuid=project
+    )
+    # A collection with a hash link only is listed as <none>, as the SDK lists it.
+    bare = load(backend, Path(request.getfixturevalue("tmp_path")), project, "order/y:bare")
+    for link in backend.list_links([["head_uuid", "=", bare.uuid], ["link_class", "=", NAME]]):
+        backend.delete_link(link["uuid"])
+    mine = rows(search_images_by_hash(backend, bare.image_id, project))
+    assert mine == [(bare.uuid, "<none>", "<none>", bare.image_id)]
+    assert mine == sdk_rows(emu, image_name=bare.image_id, project_uuid=project)
+
+
+def test_find_or_create_image_copies_by_manifest_once(
+    backend: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    source_project, target = new_project(backend, request), new_project(backend, request)
+    source = load(backend, tmp_path, source_project, "fc/app:1")
+    emu = request.getfixturevalue("emulator") if backend.kind == "arvados" else None
+    puts = _keep_puts(emu)
+    record = find_or_create_image(backend, target, source.uuid, image_name="fc/app")
+    assert _keep_puts(emu) == puts  # copied by manifest: no block uploaded
+    assert record["owner_uuid"] == target and record["uuid"] != source.uuid
+    assert record["portable_data_hash"] == source.portable_data_hash
+    links = links_in(backend, target)
+    assert sorted((link["link_class"], link["name"]) for link in links) == [
+        (HASH, source.image_id),
+        (NAME, "fc/app:latest"),
+    ]
+    assert {link["head_uuid"] for link in links} == {record["uuid"]}
+    before = (collections_in(backend, target), links_in(backend, target))
+    again = find_or_create_image(backend, target, source.portable_data_hash, "fc/app:latest")
+    assert again["uuid"] == record["uuid"]
+    assert (collections_in(backend, target), links_in(backend, target)) == before
+    # Hash only, in the source's own project: the source itself, nothing new.
+    own = find_or_create_image(backend, source_project, source.uuid, image_hash=source.image_id)
+    assert own["uuid"] == source.uuid
+    assert len(links_in(backend, source_project)) == 2
+
+
+def test_find_or_create_image_refusals(
+    backend: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    project = new_project(backend, request)
+    source = load(backend, tmp_path, project, "fc/refuse:1")
+    with pytest.raises(UsageError, match="name or an image hash"):
+        find_or_create_image(backend, project, source.uuid)
+    other = "sha256:" + "0" * 64
+    with pytest.raises(UsageError, match="is not the image ID"):
+        find_or_create_image(backend, project, source.uuid, image_hash=other)
+    with pytest.raises(UsageError, match="not a valid image name"):
+        find_or_create_image(backend, project, source.uuid, image_name="Upper/Case")
+    prefix = backend.server_facts().uuid_prefix
+    with pytest.raises(NotFoundError):
+        find_or_create_image(backend, f"{prefix}-j7d0g-nosuchproject00", source.uuid, "a/b")
+    text = backend.create_collection(
+        manifest_text=". d41d8cd98f00b204e9800998ecf8427e+0 0:0:notes.txt\n",
+        name=f"not an image {uuidlib.uuid4()}",
+        owner_uuid=project,
+        properties={},
+    )
+    with pytest.raises(ArchiveError, match="not a Docker image"):
+        find_or_create_image(backend, project, text["uuid"], image_name="a/b")
+    assert len(links_in(backend, project)) == 2  # nothing registered by the refusals
+    if backend.kind == "arvados":
+        emu = request.getfixturevalue("emulator")
+        with pytest.raises(ConflictError, match="cannot write"):
+            find_or_create_image(backend, emu.bob.uuid, source.uuid, "a/b")
+
+
+def test_add_image_name_and_hash(
+    backend: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    project, other = new_project(backend, request), new_project(backend, request)
+    source = load(backend, tmp_path, project, "names/app:1")
+    made = add_image_name(backend, other, source.uuid, "names/app")
+    assert len(made.created) == 1
+    (link,) = links_in(backend, other)
+    assert (link["link_class"], link["name"], link["head_uuid"]) == (
+        NAME,
+        "names/app:latest",
+        source.uuid,
+    )
+    assert link["properties"].get("image_timestamp") == source.created
+    assert add_image_name(backend, other, source.uuid, "names/app:latest").created == ()
+    with pytest.raises(UsageError, match="is not the image ID"):  # a v2 ID has sha256:
+        add_image_hash(backend, other, source.uuid, source.image_id.removeprefix("sha256:"))
+    made = add_image_hash(backend, other, source.uuid, source.image_id.upper().replace("SHA", "sha"))
+    assert len(made.created) == 1
+    assert sorted(link["name"] for link in links_in(backend, other)) == [
+        "names/app:latest",
+        source.image_id,
+    ]
+
+
+def _keep_puts(emu: Any) -> int:
+    if emu is None:
+        return 0
+    return sum(1 for method, path in emu.requests if method == "PUT" and path == "/keep/")
