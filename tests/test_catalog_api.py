@@ -239,7 +239,8 @@ def test_add_image_name_and_hash(
     assert add_image_name(backend, other, source.uuid, "names/app:latest").created == ()
     with pytest.raises(UsageError, match="is not the image ID"):  # a v2 ID has sha256:
         add_image_hash(backend, other, source.uuid, source.image_id.removeprefix("sha256:"))
-    made = add_image_hash(backend, other, source.uuid, source.image_id.upper().replace("SHA", "sha"))
+    upper = source.image_id.upper().replace("SHA", "sha")
+    made = add_image_hash(backend, other, source.uuid, upper)
     assert len(made.created) == 1
     assert sorted(link["name"] for link in links_in(backend, other)) == [
         "names/app:latest",
@@ -251,3 +252,165 @@ def _keep_puts(emu: Any) -> int:
     if emu is None:
         return 0
     return sum(1 for method, path in emu.requests if method == "PUT" and path == "/keep/")
+
+
+# ---- the commands: keeptar tag, push, untag ------------------------------------------------
+
+
+def cli(*args: str) -> Any:
+    """Run keeptar (the backend fixture has pointed the environment at its store)."""
+    return run_keeptar(*args)
+
+
+def cli_json(*args: str) -> Any:
+    result = cli(*args, "--json")
+    assert result.returncode == 0, result.stderr.decode()
+    return json.loads(result.stdout)
+
+
+def snapshot(backend: Any, *projects: str) -> list[Any]:
+    return [(collections_in(backend, p), links_in(backend, p)) for p in projects]
+
+
+def test_tag_push_untag_twice_create_nothing_new(
+    backend: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    source_project, target = new_project(backend, request), new_project(backend, request)
+    source = load(backend, tmp_path, source_project, "cli/app:1")
+
+    # tag, in the source's own project (the default): one name link on the source.
+    tagged = cli_json("tag", "cli/app:1", "cli/app:2")
+    assert tagged["collection"] == source.uuid and tagged["project_uuid"] == source_project
+    assert len(tagged["created"]) == 1 and tagged["image_id"] == source.image_id
+    before = snapshot(backend, source_project, target)
+    assert cli_json("tag", "cli/app:1", "cli/app:2")["created"] == []
+    assert snapshot(backend, source_project, target) == before
+
+    # tag by ID prefix into another project: a copy by manifest plus two links.
+    prefix = source.image_id.removeprefix("sha256:")[:16]
+    copied = cli_json("tag", prefix, "cli/copy", "--project-uuid", target)
+    assert copied["project_uuid"] == target and copied["collection"] != source.uuid
+    assert copied["portable_data_hash"] == source.portable_data_hash
+    assert len(copied["created"]) == 3
+    assert sorted(link["name"] for link in links_in(backend, target)) == [
+        "cli/copy:latest",
+        source.image_id,
+    ]
+    before = snapshot(backend, source_project, target)
+    assert cli_json("tag", prefix, "cli/copy", "--project-uuid", target)["created"] == []
+    assert snapshot(backend, source_project, target) == before
+
+    # push: the best image of that name already in Keep, into the target project.
+    pushed = cli_json("push", "cli/app:2", "--project-uuid", target)
+    assert pushed["from"] == "keep" and pushed["collection"] == copied["collection"]
+    assert len(pushed["created"]) == 1
+    before = snapshot(backend, source_project, target)
+    assert cli_json("push", "cli/app:2", "--project-uuid", target)["created"] == []
+    assert snapshot(backend, source_project, target) == before
+
+    # untag: that name's links in the project only; collections and hash links stay.
+    removed = cli_json("untag", "cli/app:2", "--project-uuid", target)
+    assert len(removed["removed"]) == 1
+    after = links_in(backend, target)
+    assert sorted(link["name"] for link in after) == ["cli/copy:latest", source.image_id]
+    assert len(collections_in(backend, target)) == 1
+    assert any(link["name"] == "cli/app:2" for link in links_in(backend, source_project))
+    again = cli("untag", "cli/app:2", "--project-uuid", target)
+    assert again.returncode == 6
+    assert again.stderr.decode() == (
+        f"keeptar: error: no image named cli/app:2 in project {target}\n"
+    )
+    assert links_in(backend, target) == after
+    human = cli("untag", "cli/copy", "--project-uuid", target)
+    assert human.returncode == 0 and human.stdout == b"removed 1 link naming cli/copy:latest\n"
+
+
+def test_push_between_projects_uploads_no_block(
+    emulator: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from keeptar.backends.arvados import ArvadosBackend
+
+    with emulator.environment(emulator.alice):
+        store = ArvadosBackend()
+        source_project, target = new_project(store, request), new_project(store, request)
+        source = load(store, tmp_path, source_project, "push/app:1")
+        puts = _keep_puts(emulator)
+        result = run_keeptar(
+            "push", "push/app:9", "--source", source.uuid, "--project-uuid", target, "--json"
+        )
+        assert result.returncode == 0, result.stderr.decode()
+        doc = json.loads(result.stdout)
+        assert _keep_puts(emulator) == puts
+        assert doc["from"] == "collection" and doc["project_uuid"] == target
+        assert doc["portable_data_hash"] == source.portable_data_hash
+        copy = store.get_collection(doc["collection"])
+        assert copy["owner_uuid"] == target
+        assert sorted(link["name"] for link in links_in(store, target)) == [
+            "push/app:9",
+            source.image_id,
+        ]
+
+
+def _one_line_error(result: Any, code: int, *needles: str) -> str:
+    err: str = result.stderr.decode()
+    assert result.returncode == code, err
+    assert err.startswith("keeptar: error: ") and err.count("\n") == 1, err
+    for needle in needles:
+        assert needle in err, err
+    assert result.stdout == b""
+    return err
+
+
+def test_command_errors_are_one_line_with_their_exit_code(
+    backend: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    project = new_project(backend, request)
+    first = load(backend, tmp_path, project, "err/app:1")
+    second = load(backend, tmp_path, project, "err/app:2")
+    before = snapshot(backend, project)
+
+    _one_line_error(cli("tag", "err/none:1", "err/x"), 6, "no image 'err/none:1'")
+    _one_line_error(cli("push", "err/none:1", "--source", "zzzzz-4zz18-000000000000000"), 6)
+    prefix = backend.server_facts().uuid_prefix
+    missing = f"{prefix}-j7d0g-nosuchproject00"
+    _one_line_error(
+        cli("tag", "err/app:1", "err/x", "--project-uuid", missing), 6, missing, "not found"
+    )
+    _one_line_error(cli("untag", "err/app:1", "--project-uuid", missing), 6, missing)
+    _one_line_error(cli("untag", "err/app:7", "--project-uuid", project), 6, "err/app:7")
+    _one_line_error(cli("tag", "err/app:1", "Bad/Name"), 2, "not a valid image name")
+    _one_line_error(
+        cli("push", "err/app:1", "--project-uuid", "source", "--source", "not-a-collection"), 6
+    )
+
+    # An ID prefix two images share: usage error listing both.
+    shared = "abcdef0123"
+    for result, tail in ((first, "1"), (second, "2")):
+        backend.create_link(
+            link_class=HASH,
+            name=f"sha256:{shared}{tail * 54}",
+            head_uuid=result.uuid,
+            owner_uuid=project,
+            properties={},
+        )
+    err = _one_line_error(cli("tag", shared, "err/x"), 2, "ambiguous", "2 images")
+    assert f"{shared}11" in err and f"{shared}22" in err
+    before = snapshot(backend, project)
+
+    # A SOURCE collection that is not an image.
+    text = backend.create_collection(
+        manifest_text=". d41d8cd98f00b204e9800998ecf8427e+0 0:0:notes.txt\n",
+        name=f"notes {uuidlib.uuid4()}",
+        owner_uuid=project,
+        properties={},
+    )
+    _one_line_error(cli("tag", text["uuid"], "err/x"), 3, "not a Docker image", "notes.txt")
+    _one_line_error(cli("push", "err/x", "--source", text["portable_data_hash"]), 3)
+    assert snapshot(backend, project)[0][1] == before[0][1]  # no link made by any refusal
+
+    if backend.kind == "arvados":
+        emu = request.getfixturevalue("emulator")
+        _one_line_error(
+            cli("tag", "err/app:1", "err/x", "--project-uuid", emu.bob.uuid), 7, "cannot write"
+        )
+        _one_line_error(cli("untag", "err/app:1", "--project-uuid", emu.bob.uuid), 7)

@@ -13,6 +13,7 @@ from keeptar.catalog.publish import (
     add_image_name,
     ensure_image,
     find_or_create_image,
+    resolve_image,
 )
 from keeptar.catalog.search import (
     ImageMatch,
@@ -28,6 +29,7 @@ __all__ = [
     "add_image_name",
     "ensure_image",
     "find_or_create_image",
+    "resolve_image",
     "search_images",
     "search_images_by_hash",
     "search_images_by_name",

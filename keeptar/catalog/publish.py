@@ -19,7 +19,12 @@ from typing import Any
 
 from keeptar.backends import Backend, Record
 from keeptar.catalog.images import HASH_LINK, REPO_TAG_LINK, sort_links
-from keeptar.catalog.references import abbreviate, link_name_problem, parse_image_ref
+from keeptar.catalog.references import (
+    abbreviate,
+    link_name_problem,
+    parse_image_ref,
+    split_image_ref,
+)
 from keeptar.catalog.registration import (
     ImageRegistration,
     Registered,
@@ -27,8 +32,13 @@ from keeptar.catalog.registration import (
     register_links,
     resolve_owner,
 )
-from keeptar.errors import ArchiveError, UsageError
-from keeptar.keep.manifest import parse_manifest
+from keeptar.catalog.search import (
+    hash_prefix_problem,
+    search_images_by_hash,
+    search_images_by_name,
+)
+from keeptar.errors import ArchiveError, NotFoundError, UsageError
+from keeptar.keep.manifest import is_collection_ref, parse_manifest
 
 __all__ = [
     "add_image_hash",
@@ -37,6 +47,7 @@ __all__ = [
     "ensure_image",
     "find_or_create_image",
     "image_file",
+    "resolve_image",
 ]
 
 _IMAGE_ID = re.compile(r"(sha256:)?[0-9a-f]{64}")
@@ -225,3 +236,39 @@ def find_or_create_image(
     """
     registered = ensure_image(backend, project_uuid, source_collection, image_name, image_hash)
     return registered.collection
+
+
+def resolve_image(backend: Backend, source: str) -> Record:
+    """The image collection (with ``manifest_text``) that *source* names.
+
+    *source* is a collection PDH or UUID (which must hold one ``<image id>.tar``),
+    else ``repo[:tag]`` (``latest`` by default, as the API server and ``docker``
+    read it), else an image ID prefix with or without ``sha256:``.  Several
+    collections of one image: the most preferred one.
+
+    Raises:
+        NotFoundError: no such collection or image.
+        UsageError: the ID prefix matches several images (they are listed).
+        ArchiveError: the collection is not an image.
+    """
+    if is_collection_ref(source):
+        record = backend.get_collection(source)
+        image_file(record)
+        return record
+    ref = split_image_ref(source)
+    found = search_images_by_name(backend, str(ref)) if ref.repo else []
+    if not found and hash_prefix_problem(source) is None:
+        found = search_images_by_hash(backend, source)
+        ids = list(dict.fromkeys(match.image_id for match in found))
+        if len(ids) > 1:
+            shown = ", ".join(image_id.removeprefix("sha256:")[:12] for image_id in ids[:10])
+            more = f" and {len(ids) - 10} more" if len(ids) > 10 else ""
+            raise UsageError(
+                f"image ID prefix {abbreviate(source)} is ambiguous: it matches "
+                f"{len(ids)} images ({shown}{more}); give more digits"
+            )
+    if not found:
+        raise NotFoundError(f"no image {abbreviate(source)} (by name or by image ID prefix)")
+    record = backend.get_collection(found[0].collection_uuid)
+    image_file(record)
+    return record

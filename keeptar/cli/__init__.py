@@ -12,6 +12,7 @@ from keeptar.cli import images as _images  # noqa: F401  (registers the command)
 from keeptar.cli import info as _info  # noqa: F401  (registers the command)
 from keeptar.cli import inspect as _inspect  # noqa: F401  (registers the command)
 from keeptar.cli import load as _load  # noqa: F401  (registers the command)
+from keeptar.cli import tagging as _tagging  # noqa: F401  (registers tag, push, untag)
 from keeptar.cli._app import app, main
 
 __all__ = ["app", "main"]
