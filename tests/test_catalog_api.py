@@ -186,6 +186,7 @@ def test_find_or_create_image_copies_by_manifest_once(
     again = find_or_create_image(backend, target, source.portable_data_hash, "fc/app:latest")
     assert again["uuid"] == record["uuid"]
     assert snapshot(backend, target) == before
+    assert {link["properties"].get("image_timestamp") for link in links} == {source.created}
     # Hash only, in the source's own project: the source itself, nothing new.
     own = find_or_create_image(backend, source_project, source.uuid, image_hash=source.image_id)
     assert own["uuid"] == source.uuid
@@ -422,3 +423,52 @@ def test_command_errors_are_one_line_with_their_exit_code(
             cli("tag", "err/app:1", "err/x", "--project-uuid", emu.bob.uuid), 7, "cannot write"
         )
         _one_line_error(cli("untag", "err/app:1", "--project-uuid", emu.bob.uuid), 7)
+
+
+def test_find_or_create_image_wants_the_sources_pdh(
+    backend: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The project already holds the same image under another PDH (the same bytes cut
+    into other segments): that one is not the source's collection, so a copy is made."""
+    project, target = new_project(backend, request), new_project(backend, request)
+    source = load(backend, tmp_path, project, "pdh/app:1")
+    stream, *locators_and_files = backend.get_collection(source.uuid)["manifest_text"].split()
+    *locators, file_token = locators_and_files
+    start, size, name = file_token.split(":", 2)
+    assert start == "0" and int(size) > 10
+    recut = f"{stream} {' '.join(locators)} 0:10:{name} 10:{int(size) - 10}:{name}\n"
+    other = backend.create_collection(
+        manifest_text=recut, name="recut", owner_uuid=target, properties={}
+    )
+    assert other["portable_data_hash"] != source.portable_data_hash
+    backend.create_link(
+        link_class=HASH,
+        name=source.image_id,
+        head_uuid=other["uuid"],
+        owner_uuid=target,
+        properties={},
+    )
+    record = find_or_create_image(backend, target, source.uuid, "pdh/app:2")
+    assert record["uuid"] != other["uuid"]
+    assert record["portable_data_hash"] == source.portable_data_hash
+    assert record["owner_uuid"] == target
+
+
+def test_images_by_hash_prefix_and_quiet(
+    backend: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    project = new_project(backend, request)
+    first = load(backend, tmp_path, project, "q/app:1")
+    load(backend, tmp_path, project, "q/app:2")
+    hexpart = first.image_id.removeprefix("sha256:")
+    for prefix in (hexpart[:12], first.image_id[:20]):
+        listed = cli_json("images", prefix, "--project-uuid", project)
+        assert [(row["repo"], row["tag"], row["collection"]) for row in listed] == [
+            ("q/app", "1", first.uuid)
+        ]
+    quiet = cli("images", "-q", "q/app:1", "--project-uuid", project)
+    assert quiet.returncode == 0 and quiet.stdout.decode() == f"{first.image_id}\n"
+    every = cli("images", "--quiet", "--project-uuid", project)
+    ids = [m.image_id for m in search_images_by_name(backend, "q/app", project)]
+    assert every.stdout.decode().split() == ids and len(ids) == 2
+    assert cli("images", "-q", "0" * 40, "--project-uuid", project).stdout == b""
