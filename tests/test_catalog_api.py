@@ -472,3 +472,45 @@ def test_images_by_hash_prefix_and_quiet(
     ids = [m.image_id for m in search_images_by_name(backend, "q/app", project)]
     assert every.stdout.decode().split() == ids and len(ids) == 2
     assert cli("images", "-q", "0" * 40, "--project-uuid", project).stdout == b""
+
+
+def test_push_from_the_docker_daemon_then_from_keep(
+    local_home: Path, dockerd: str, request: pytest.FixtureRequest
+) -> None:
+    import os
+    import subprocess
+
+    from keeptar.backends.embedded import EmbeddedBackend
+
+    env = {**os.environ, "DOCKER_HOST": dockerd}
+    subprocess.run(["docker", "load", "-q", "-i", str(APP)], env=env, check=True, timeout=300)
+    repo = f"kt/push{os.urandom(3).hex()}"
+    subprocess.run(["docker", "tag", "kt/app:2.0", f"{repo}:v1"], env=env, check=True)
+    image_id = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", f"{repo}:v1"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    backend = EmbeddedBackend(local_home)
+    home = backend.current_user().uuid
+
+    first = cli_json("push", f"{repo}:v1")
+    assert first["from"] == "docker" and first["image_id"] == image_id
+    assert first["project_uuid"] == home
+    assert sorted((link["link_class"], link["name"]) for link in links_in(backend, home)) == [
+        (HASH, image_id),
+        (NAME, f"{repo}:v1"),
+    ]
+    before = snapshot(backend, home)
+    second = cli_json("push", f"{repo}:v1")  # now in Keep: no docker save, nothing new
+    assert second["from"] == "keep" and second["created"] == []
+    assert second["collection"] == first["collection"]
+    assert snapshot(backend, home) == before
+    target = new_project(backend, request)
+    copied = cli_json("push", f"{repo}:v1", "--project-uuid", target)
+    assert copied["from"] == "keep" and copied["portable_data_hash"] == first["portable_data_hash"]
+    assert len(copied["created"]) == 3
+    missing = cli("push", f"{repo}:v2")
+    _one_line_error(missing, 6, f"no image {repo}:v2 in Keep")
