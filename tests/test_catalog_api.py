@@ -514,3 +514,19 @@ def test_push_from_the_docker_daemon_then_from_keep(
     assert len(copied["created"]) == 3
     missing = cli("push", f"{repo}:v2")
     _one_line_error(missing, 6, f"no image {repo}:v2 in Keep")
+
+
+def test_load_project_uuid_source_is_the_collections_project(
+    backend: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    project = new_project(backend, request)
+    source = load(backend, tmp_path, project, "src/app:1")
+    loaded = cli_json("load", source.uuid, "--project-uuid", "source", "--tag", "src/app:2")
+    assert loaded["uuid"] == source.uuid  # registered in place, in the source's project
+    names = {link["name"] for link in links_in(backend, project)}
+    assert names == {"src/app:1", "src/app:2", source.image_id}
+    home = backend.current_user().uuid
+    assert not [link for link in links_in(backend, home) if link["head_uuid"] == source.uuid]
+    _one_line_error(
+        cli("load", str(APP), "--project-uuid", "source"), 2, "needs a collection SOURCE"
+    )
