@@ -5,7 +5,12 @@ server's ``Collection.find_all_for_docker_image``: matching links, each
 collection's best ``docker_image_hash`` link for its ID, one row per
 (collection, name), collections with only a hash link as ``<none>``, every
 collection readable (and, with a project, owned by it), newest
-``image_timestamp`` first (missing ones last), then newest link.
+``image_timestamp`` first (missing ones last), then newest link.  Like the SDK,
+each link is compared to the microsecond; the server compares whole seconds,
+and where a collection has several matching links it takes the oldest link's
+values (Arvados #9429), so ties within a second may come out differently there.
+``docker_image_migration`` links are not followed here (a user who is not an
+admin cannot read them: they belong to the system user).
 
 Names match as in ``keeptar images``: spellings Docker treats as one repository
 (``x``, ``library/x``, ``docker.io/library/x``…) match each other.  A hash
