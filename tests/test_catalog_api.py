@@ -413,7 +413,9 @@ def test_command_errors_are_one_line_with_their_exit_code(
         owner_uuid=project,
         properties={},
     )
-    _one_line_error(cli("tag", text["uuid"], "err/x"), 3, "not a Docker image", "notes.txt")
+    _one_line_error(
+        cli("tag", text["uuid"], "err/x"), 3, "not a Docker image", "notes.txt", "keeptar load"
+    )
     _one_line_error(cli("push", "err/x", "--source", text["portable_data_hash"]), 3)
     assert snapshot(backend, project)[0][1] == before[0][1]  # no link made by any refusal
 

@@ -10,6 +10,8 @@ name with no links there, 7 for a project you cannot write to.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -79,6 +81,17 @@ def _report(
     )
 
 
+@contextlib.contextmanager
+def _hint_load() -> Iterator[None]:
+    """A collection that is not an image: say how to register the archive it may hold."""
+    from keeptar.errors import ArchiveError
+
+    try:
+        yield
+    except ArchiveError as exc:
+        raise ArchiveError(f"{exc} (keeptar load COLLECTION registers an archive in it)") from None
+
+
 @app.command("tag")
 def tag_command(
     source: Annotated[
@@ -116,7 +129,8 @@ def tag_command(
 
         name = str(parse_image_ref(target))
         store = open_backend(backend, quiet=True)
-        record = resolve_image(store, source)
+        with _hint_load():
+            record = resolve_image(store, source)
         project = _project(project_uuid, record, str(record["owner_uuid"]))
         registered = ensure_image(store, project, record, image_name=name)
         _report(store, registered, name, as_json, {"source": record["uuid"]})
@@ -165,7 +179,8 @@ def push_command(
         origin = "collection"
         if source is not None:
             record = store.get_collection(source)
-            image_file(record)
+            with _hint_load():
+                image_file(record)
         else:
             found = search_images_by_name(store, name)
             if found:
