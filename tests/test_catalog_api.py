@@ -532,3 +532,26 @@ def test_load_project_uuid_source_is_the_collections_project(
     _one_line_error(
         cli("load", str(APP), "--project-uuid", "source"), 2, "needs a collection SOURCE"
     )
+
+
+def test_readme_documents_the_commands_and_its_catalog_example_runs(
+    local_home: Path, tmp_path: Path
+) -> None:
+    import re
+
+    from keeptar.backends.embedded import EmbeddedBackend
+    from keeptar.cli import app
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for command in app.registered_commands:
+        assert f"### `keeptar {command.name} " in readme or f"### `keeptar {command.name}`" in (
+            readme
+        ), command.name
+    section = readme[readme.index("## Python API") :]
+    example = re.search(r"```python\n(.*?)```", section, re.DOTALL)
+    assert example is not None and "find_or_create_image" in example.group(1)
+    backend = EmbeddedBackend(local_home)
+    source = load(backend, tmp_path, backend.current_user().uuid, "myorg/tool:1.0")
+    exec(compile(example.group(1), "README.md", "exec"), {})
+    names = {link["name"] for link in backend.list_links([["head_uuid", "=", source.uuid]])}
+    assert names == {"myorg/tool:1.0", "myorg/tool:stable", source.image_id}
