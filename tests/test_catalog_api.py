@@ -555,3 +555,61 @@ def test_readme_documents_the_commands_and_its_catalog_example_runs(
     exec(compile(example.group(1), "README.md", "exec"), {})
     names = {link["name"] for link in backend.list_links([["head_uuid", "=", source.uuid]])}
     assert names == {"myorg/tool:1.0", "myorg/tool:stable", source.image_id}
+
+
+def test_search_follows_migration_links_as_the_server_does(
+    backend: Any, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """A v1 image (``<hex>.tar``, refused by a v2-only cluster) with a migration link
+    owned by the system user resolves to the migrated v2 collection."""
+    assert backend.server_facts().docker_image_formats == ("v2",)
+    project = new_project(backend, request)
+    new = load(backend, tmp_path, project, "mig/app:2")
+    stream, *tokens = backend.get_collection(new.uuid)["manifest_text"].split()
+    *locators, file_token = tokens
+    size = file_token.split(":", 2)[1]
+    v1_id = uuidlib.uuid4().hex * 2  # a name only: the server looks at nothing else
+    old = backend.create_collection(
+        manifest_text=f"{stream} {' '.join(locators)} 0:{size}:{v1_id}.tar\n",
+        name=f"v1 {v1_id[:12]}",
+        owner_uuid=project,
+        properties={},
+    )
+    for link_class, name in ((HASH, v1_id), (NAME, "mig/app:1")):
+        backend.create_link(
+            link_class=link_class,
+            name=name,
+            head_uuid=old["uuid"],
+            owner_uuid=project,
+            properties={"image_timestamp": "2016-01-01T00:00:00Z"},
+        )
+    as_stored = [(old["uuid"], "mig/app", "1", v1_id)]
+    migration = {
+        "link_class": "docker_image_migration",
+        "name": "migrate_1.9_1.10",
+        "tail_uuid": old["portable_data_hash"],
+        "head_uuid": new.portable_data_hash,
+        "owner_uuid": f"{backend.server_facts().uuid_prefix}-tpzed-000000000000000",
+    }
+    if backend.kind == "local":
+        assert rows(search_images_by_name(backend, "mig/app:1", project)) == as_stored
+        backend.create_link(properties={}, **migration)
+        viewer = backend
+    else:
+        emu = request.getfixturevalue("emulator")
+        emu.api(emu.admin).links().create(body={"link": migration}).execute()
+        # Alice cannot read the system user's link: the row stays as stored.
+        assert rows(search_images_by_name(backend, "mig/app:1", project)) == as_stored
+        from arvados_emulator import find_all_for_docker_image
+
+        from keeptar.backends.arvados import ArvadosBackend
+
+        with emu.environment(emu.admin):
+            viewer = ArvadosBackend()
+        server = find_all_for_docker_image(emu, emu.admin, "mig/app:1")
+        assert [c["uuid"] for c in server] == [new.uuid]
+    found = search_images_by_name(viewer, "mig/app:1", project)
+    assert rows(found) == [(new.uuid, "mig/app", "1", new.image_id)]
+    assert found[0].portable_data_hash == new.portable_data_hash
+    by_hash = search_images_by_hash(viewer, v1_id[:16], project)
+    assert [m.collection_uuid for m in by_hash] == [new.uuid]

@@ -9,8 +9,14 @@ collection readable (and, with a project, owned by it), newest
 each link is compared to the microsecond; the server compares whole seconds,
 and where a collection has several matching links it takes the oldest link's
 values (Arvados #9429), so ties within a second may come out differently there.
-``docker_image_migration`` links are not followed here (a user who is not an
-admin cannot read them: they belong to the system user).
+
+Where the cluster's ``dockerImageFormats`` refuses a collection's file name (a
+Docker v1 ``<hex>.tar`` on a v2-only cluster), the server follows the newest
+``docker_image_migration`` link owned by the system user from its PDH to a
+readable collection that fits, and runs that one instead; the row then names
+that collection, as ``find_all_for_docker_image`` does.  Those links belong to
+the system user, which only admins can read: where none is visible the row is
+kept as stored (the server may still resolve it).
 
 Names match as in ``keeptar images``: spellings Docker treats as one repository
 (``x``, ``library/x``, ``docker.io/library/x``…) match each other.  A hash
@@ -20,7 +26,7 @@ prefix matches with or without ``sha256:`` (Docker v1 IDs have none).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +34,7 @@ from keeptar.backends import Backend, Record
 from keeptar.catalog.images import HASH_LINK, REPO_TAG_LINK, sort_links
 from keeptar.catalog.references import same_repository_names, split_image_ref
 from keeptar.errors import UsageError
+from keeptar.keep.manifest import parse_manifest
 
 __all__ = [
     "ImageMatch",
@@ -208,11 +215,14 @@ def _listing(
     ]
     rows = [rows[i] for i in _stable_order([row[0] for row in rows])]
     collections = _collections(backend, {row[0]["head_uuid"] for row in rows}, scope)
+    migrated = _migrations(backend, collections, {row[0]["head_uuid"]: row[3] for row in rows})
     out = []
     for link, repo, tag, image_id in rows:
         record = collections.get(link["head_uuid"])
         if record is None:
             continue
+        if record["uuid"] in migrated:
+            record, image_id = migrated[record["uuid"]]
         stamp = (link.get("properties") or {}).get("image_timestamp")
         out.append(
             ImageMatch(
@@ -233,6 +243,82 @@ def _stable_order(links: Sequence[Record]) -> list[int]:
     """Indexes of *links* in preference order; ties keep their order (Python's stable sort)."""
     ordered = sort_links(dict(link, _index=i) for i, link in enumerate(links))
     return [link["_index"] for link in ordered]
+
+
+MIGRATION_LINK = "docker_image_migration"
+
+
+def image_file_pattern(formats: Sequence[str]) -> re.Pattern[str] | None:
+    """The file name the server accepts for *formats* (``dockerImageFormats``), or None."""
+    if "v1" in formats and "v2" in formats:
+        return re.compile(r"^(sha256:)?[0-9A-Fa-f]{64}\.tar$")
+    if "v2" in formats:
+        return re.compile(r"^(sha256:)[0-9A-Fa-f]{64}\.tar$")
+    if "v1" in formats:
+        return re.compile(r"^[0-9A-Fa-f]{64}\.tar$")
+    return None
+
+
+def _fitting_file(record: Record, pattern: re.Pattern[str]) -> str | None:
+    """The image ID if *record* holds exactly one file and its name fits *pattern*."""
+    files = parse_manifest(record.get("manifest_text") or "")
+    name = files[0].path.rpartition("/")[2] if len(files) == 1 else ""
+    return name[: -len(".tar")] if pattern.search(name) else None
+
+
+def _migrations(
+    backend: Backend, collections: Mapping[str, Record], image_ids: Mapping[str, str]
+) -> dict[str, tuple[Record, str]]:
+    """Collections the server would replace through a migration link: uuid -> (target, ID).
+
+    Only collections whose hash link names an ID the cluster refuses are looked at
+    (registration makes the file ``<image id>.tar``), so a listing of accepted
+    images costs no extra call.
+    """
+    pattern = image_file_pattern(backend.server_facts().docker_image_formats)
+    if pattern is None:
+        return {}
+    doubtful = sorted(
+        uuid
+        for uuid in collections
+        if not pattern.search(f"{image_ids.get(uuid, '<unknown>')}.tar")
+    )
+    if not doubtful:
+        return {}
+    stored = {
+        record["uuid"]: record
+        for record in backend.list_collections(
+            [["uuid", "in", doubtful]], select=["uuid", "portable_data_hash", "manifest_text"]
+        )
+    }
+    refused = {uuid: r for uuid, r in stored.items() if _fitting_file(r, pattern) is None}
+    if not refused:
+        return {}
+    system_user = f"{backend.server_facts().uuid_prefix}-tpzed-000000000000000"
+    newest: dict[str, str] = {}  # old PDH -> new PDH; links come oldest first
+    for link in backend.list_links(
+        [
+            ["link_class", "=", MIGRATION_LINK],
+            ["tail_uuid", "in", sorted({r["portable_data_hash"] for r in refused.values()})],
+            ["owner_uuid", "=", system_user],
+        ]
+    ):
+        newest[link["tail_uuid"]] = link["head_uuid"]
+    if not newest:
+        return {}
+    targets: dict[str, tuple[Record, str]] = {}
+    for record in backend.list_collections(
+        [["portable_data_hash", "in", sorted(set(newest.values()))]],
+        select=["uuid", "portable_data_hash", "owner_uuid", "manifest_text"],
+    ):
+        image_id = _fitting_file(record, pattern)
+        if image_id is not None:
+            targets[record["portable_data_hash"]] = (record, image_id)
+    return {
+        uuid: targets[newest[record["portable_data_hash"]]]
+        for uuid, record in refused.items()
+        if newest.get(record["portable_data_hash"]) in targets
+    }
 
 
 def _collections(
