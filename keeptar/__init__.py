@@ -5,9 +5,16 @@ The importable API::
     from keeptar import inspect_archive
     info = inspect_archive("image.tar")
     print(info.format, info.images[0].id)
+
+The API names are imported on first use, so that ``import keeptar`` (and the
+command line's start-up) stays cheap.
 """
 
-from keeptar.archive import inspect_archive, inspect_source
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 from keeptar.errors import (
     ArchiveError,
     BackendError,
@@ -17,7 +24,10 @@ from keeptar.errors import (
     UsageError,
     VerificationError,
 )
-from keeptar.formats import ArchiveFormat, ArchiveInfo, ImageInfo, LayerInfo
+
+if TYPE_CHECKING:
+    from keeptar.archive import inspect_archive, inspect_source
+    from keeptar.formats import ArchiveFormat, ArchiveInfo, ImageInfo, LayerInfo
 
 __version__ = "0.1.0"
 
@@ -37,3 +47,25 @@ __all__ = [
     "inspect_archive",
     "inspect_source",
 ]
+
+_LAZY = {
+    "inspect_archive": "keeptar.archive",
+    "inspect_source": "keeptar.archive",
+    "ArchiveFormat": "keeptar.formats",
+    "ArchiveInfo": "keeptar.formats",
+    "ImageInfo": "keeptar.formats",
+    "LayerInfo": "keeptar.formats",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'keeptar' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from keeptar.backends import Backend, Record
 from keeptar.errors import NotFoundError, UsageError
 from keeptar.formats import ArchiveInfo, ArchiveScanner, read_images
-from keeptar.keep.blocks import KeepFileReader
-from keeptar.keep.manifest import ManifestFile, parse_manifest
 from keeptar.streaming.sources import ByteSource, open_source, run_tar_stream
+
+if TYPE_CHECKING:
+    from keeptar.backends import Backend, Record
+    from keeptar.keep.manifest import ManifestFile
 
 __all__ = ["find_image_file", "inspect_archive", "inspect_collection", "inspect_source"]
 
@@ -69,6 +70,8 @@ def find_image_file(
         UsageError: several ``.tar`` files and no *path* to choose one (as crunch-run).
     """
     record = backend.get_collection(collection)
+    from keeptar.keep.manifest import parse_manifest  # only collections need it
+
     files = parse_manifest(record["manifest_text"])
     if path:
         for item in files:
@@ -92,6 +95,8 @@ def inspect_collection(
     Returns:
         The description, the number of Keep blocks fetched, and the file's block count.
     """
+    from keeptar.keep.blocks import KeepFileReader
+
     _, item = find_image_file(backend, collection, path)
     reader = KeepFileReader(backend.get_block, item, name=f"{collection}/{item.path}")
     info = inspect_source(ByteSource(reader, reader.name), verify=verify)  # type: ignore[arg-type]

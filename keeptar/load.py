@@ -19,7 +19,6 @@ half-done, and loading again is always safe.
 from __future__ import annotations
 
 import contextlib
-import enum
 import hashlib
 import json
 import os
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from keeptar._source_kind import SourceKind
 from keeptar._subprocess import child_environment, child_message
 from keeptar.archive import find_image_file, inspect_source
 from keeptar.backends import Backend, Record
@@ -85,16 +85,6 @@ from keeptar.streaming.sources import ByteSource, open_source, run_tar_stream
 __all__ = ["LoadResult", "SourceKind", "collection_name", "detect_source", "load_image"]
 
 _MOUNT_RECORD = ".arvados#collection"
-
-
-class SourceKind(str, enum.Enum):
-    """Where ``keeptar load`` reads the image from (``--from``)."""
-
-    FILE = "file"
-    STDIN = "stdin"
-    ARV_MOUNT = "arv-mount"
-    COLLECTION = "collection"
-    DOCKER = "docker"
 
 
 @dataclass(frozen=True, slots=True)

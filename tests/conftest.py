@@ -17,10 +17,20 @@ SHARED = Path(os.environ.get("KEEPTAR_SHARED", TESTS.parent.parent / "shared")) 
 
 
 def fixture_path(name: str) -> Path:
-    """Find a fixture by file name in tests/fixtures or ../shared/fixtures[/public]."""
+    """Find a fixture by file name in tests/fixtures or ../shared/fixtures[/public].
+
+    A fixture that is not in tests/fixtures skips the test when the shared
+    fixture directory is absent (set KEEPTAR_SHARED to point at it); if that
+    directory is there but lacks the file, it is an error.
+    """
     for folder in (FIXTURES, SHARED, SHARED / "public"):
         if (folder / name).is_file():
             return folder / name
+    if not SHARED.is_dir():
+        pytest.skip(
+            f"needs the shared fixture {name}, but {SHARED} is absent (set KEEPTAR_SHARED)",
+            allow_module_level=True,
+        )
     raise FileNotFoundError(name)
 
 

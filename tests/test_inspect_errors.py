@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import os
 import subprocess
@@ -16,9 +15,11 @@ import sys
 import tarfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from archive_edit import members_of, rewrite_archive, with_new_config, write_tar
 from conftest import fixture_path, run_keeptar
 
 APP = fixture_path("docker-v2-app.tar")
@@ -27,30 +28,11 @@ VERIFY_ERROR = 4
 USAGE_ERROR = 2
 
 
-def members_of(path: Path) -> list[tuple[tarfile.TarInfo, bytes | None]]:
-    with tarfile.open(path) as tar:
-        return [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar]  # type: ignore[union-attr]
-
-
-def write_tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
-    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
-        for info, data in members:
-            if data is not None:
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return path
-
-
 def rewrite(tmp_path: Path, change: dict[str, bytes | None], *, extra=()) -> Path:  # type: ignore[no-untyped-def]
     """The APP fixture with members replaced (bytes), removed (None), plus extra members."""
-    out = []
-    for info, data in members_of(APP):
-        if info.name in change:
-            if change[info.name] is None:
-                continue
-            data = change[info.name]
-        out.append((info, data))
-    return write_tar(tmp_path / "changed.tar", out + list(extra))
+    return rewrite_archive(
+        APP, tmp_path / "changed.tar", change, extra=extra, format=tarfile.GNU_FORMAT
+    )
 
 
 def manifest() -> list[dict[str, object]]:
@@ -117,7 +99,7 @@ def test_corrupt_header_checksum(tmp_path: Path) -> None:
 
 def test_tar_of_ordinary_files(tmp_path: Path) -> None:
     info = tarfile.TarInfo("notes/readme.txt")
-    path = write_tar(tmp_path / "plain.tar", [(info, b"just a file\n")])
+    path = write_tar(tmp_path / "plain.tar", [(info, b"just a file\n")], format=tarfile.GNU_FORMAT)
     assert_clean_failure(inspect(path), ARCHIVE_ERROR, "not a container image archive")
 
 
@@ -233,20 +215,63 @@ def test_directory_argument(tmp_path: Path) -> None:
     assert_clean_failure(inspect(tmp_path), USAGE_ERROR, "is a directory")
 
 
-def test_broken_stdout_is_quiet() -> None:
-    read_end, write_end = os.pipe()
-    os.close(read_end)
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["inspect", str(APP)],
+        ["inspect", "--json", str(APP)],
+        ["images"],
+        ["images", "--json"],
+        ["info"],
+        ["info", "--json"],
+        ["--version"],
+        ["--help"],
+        ["load", "--help"],
+    ],
+    ids=lambda args: " ".join(arg.rsplit("/", 1)[-1] for arg in args),
+)
+def test_broken_stdout_is_quiet(args: list[str], local_home: Path) -> None:
+    """A reader that goes away (`keeptar images | head -1`): status 141, nothing on stderr."""
     import subprocess
     import sys
 
-    result = subprocess.run(
-        [sys.executable, "-m", "keeptar", "inspect", "--json", str(APP)],
-        stdout=write_end,
-        stderr=subprocess.PIPE,
-        timeout=60,
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to stdout fails with EPIPE
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "keeptar", *args],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert result.stderr == b""
+    assert result.returncode == 141
+
+
+def test_head_closing_a_long_output_is_quiet(tmp_path: Path) -> None:
+    """`keeptar inspect | head -1` where the text far exceeds the pipe buffer."""
+    import subprocess
+    import sys
+
+    def many_layers(entry: dict[str, Any]) -> None:
+        entry["Layers"] *= 1000
+
+    def many_diff_ids(config: dict[str, Any]) -> None:
+        config["rootfs"]["diff_ids"] *= 1000
+
+    path = with_new_config(
+        APP, tmp_path / "many.tar", many_diff_ids, edit_manifest=many_layers
     )
-    os.close(write_end)
-    assert b"Traceback" not in result.stderr
+    full = run_keeptar("inspect", str(path))
+    assert full.returncode == 0 and len(full.stdout) > 1 << 17  # 2x a pipe buffer
+    script = '"$0" -m keeptar inspect "$1" | head -1; echo "status ${PIPESTATUS[0]}" >&2'
+    result = subprocess.run(
+        ["bash", "-c", script, sys.executable, str(path)], capture_output=True, timeout=120
+    )
+    assert result.stdout == full.stdout.splitlines(keepends=True)[0]
+    assert result.stderr == b"status 141\n"
 
 
 def test_the_capture_cap_is_configurable_and_reported() -> None:
@@ -338,3 +363,21 @@ def test_deeply_nested_config_is_a_bad_archive(tmp_path: Path) -> None:
     path = deep_config_archive(tmp_path)
     assert_clean_failure(inspect(path), ARCHIVE_ERROR, "nested too deeply")
     assert_clean_failure(inspect("-", data=path.read_bytes()), ARCHIVE_ERROR, "nested too deeply")
+
+
+def test_verify_needs_a_scan_that_hashed() -> None:
+    from keeptar.formats import ArchiveScanner, read_images
+    from keeptar.streaming.sources import open_source, run_tar_stream
+
+    unhashed = ArchiveScanner()
+    with open_source(APP) as source:
+        run_tar_stream(source, unhashed)
+    assert not unhashed.scan.digested
+    with pytest.raises(ValueError, match=r"digest=True"):
+        read_images(unhashed.scan, verify=True)
+
+    hashed = ArchiveScanner(digest=True)
+    with open_source(APP) as source:
+        run_tar_stream(source, hashed)
+    assert hashed.scan.digested
+    read_images(hashed.scan, verify=True)  # the real fixture's layers match

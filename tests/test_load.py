@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from archive_edit import with_new_config
 from conftest import fixture_path, load_truth, run_keeptar
 from keeptar.errors import ArchiveError, BackendError, ConflictError, NotFoundError, UsageError
 from keeptar.keep import parse_manifest
@@ -137,26 +138,10 @@ def unique_image(archive: Path, tmp_path: Path) -> Path:
     """A copy of a docker-v2 *archive* whose image (config, so ID) no other test has."""
     import uuid
 
-    with tarfile.open(archive) as tar:
-        members = [(m, tar.extractfile(m).read() if m.isfile() else None) for m in tar]  # type: ignore[union-attr]
-    data = {m.name: body for m, body in members}
-    manifest = json.loads(data["manifest.json"] or b"")
-    config = json.loads(data[manifest[0]["Config"]] or b"")
-    config["comment"] = f"keeptar test {uuid.uuid4()}"
-    config_bytes = json.dumps(config).encode()
-    config_name = hashlib.sha256(config_bytes).hexdigest() + ".json"
-    renamed = {manifest[0]["Config"]: config_name}
-    manifest[0]["Config"] = config_name
-    data.update({config_name: config_bytes, "manifest.json": json.dumps(manifest).encode()})
-    out = tmp_path / "unique.tar"
-    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
-        for member, _ in members:
-            member.name = renamed.get(member.name, member.name)
-            body = data[member.name]
-            if body is not None:
-                member.size = len(body)
-            tar.addfile(member, io.BytesIO(body) if body is not None else None)
-    return out
+    def comment(config: dict[str, Any]) -> None:
+        config["comment"] = f"keeptar test {uuid.uuid4()}"
+
+    return with_new_config(archive, tmp_path / "unique.tar", comment)
 
 
 def backend_args(backend: Any) -> tuple[Any, ...]:
@@ -957,30 +942,8 @@ def test_images_lists_what_arv_keepdocker_registered(emulator: Any, dockerd: str
 def big_layer_archive(path: Path, layer_mib: int) -> Path:
     """A real docker save with one layer replaced by *layer_mib* MiB of data (diff ID kept
     consistent), so the archive spans several 64 MiB Keep blocks."""
-
-    with tarfile.open(APP) as src:
-        members = [(m, src.extractfile(m).read() if m.isfile() else None) for m in src]  # type: ignore[union-attr]
     payload = hashlib.shake_256(b"big layer").digest(layer_mib << 20)
-    manifest = json.loads(next(d for m, d in members if m.name == "manifest.json"))  # type: ignore[arg-type]
-    layer_name = manifest[0]["Layers"][0]
-    config_name = manifest[0]["Config"]
-    config = json.loads(next(d for m, d in members if m.name == config_name))  # type: ignore[arg-type]
-    config["rootfs"]["diff_ids"][0] = "sha256:" + hashlib.sha256(payload).hexdigest()
-    config_bytes = json.dumps(config).encode()
-    new_config = hashlib.sha256(config_bytes).hexdigest() + ".json"
-    manifest[0]["Config"] = new_config
-    with tarfile.open(path, "w") as out:
-        for info, data in members:
-            if info.name == layer_name:
-                data = payload
-            elif info.name == config_name:
-                info.name, data = new_config, config_bytes
-            elif info.name == "manifest.json":
-                data = json.dumps(manifest).encode()
-            if data is not None:
-                info.size = len(data)
-            out.addfile(info, io.BytesIO(data) if data is not None else None)
-    return path
+    return with_new_config(APP, path, layers={0: payload})
 
 
 def test_inspect_a_collection_reads_few_blocks(backend: Any, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from archive_edit import members_of
 from conftest import FIXTURES
 from keeptar import inspect_archive
 from keeptar.errors import ArchiveError
@@ -178,10 +179,8 @@ class CountingFile(io.RawIOBase):
 
 def make_big_sparse_archive(path: Path, layer_size: int) -> None:
     """A docker-v2 archive whose one layer is *layer_size* bytes of a sparse file."""
-    with tarfile.open(FIXTURES / "docker-v2-untagged.tar") as src:
-        members = [(m, src.extractfile(m).read() if m.isfile() else None) for m in src]  # type: ignore[union-attr]
     with open(path, "wb") as out:
-        for info, data in members:
+        for info, data in members_of(FIXTURES / "docker-v2-untagged.tar"):
             if info.name.endswith("layer.tar"):
                 info.size = layer_size
                 out.write(info.tobuf(tarfile.GNU_FORMAT))

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -408,11 +409,15 @@ def _token_refused(what: str, exc: BaseException) -> BackendError | None:
     return None
 
 
+_REQUEST_ID_SUFFIX = re.compile(r" \(req-[0-9a-z]+\)$")
+
+
 def _api_error_detail(exc: BaseException) -> str:
+    """The server's error messages, each without the `` (<request id>)`` it appends."""
     content = getattr(exc, "content", b"")
     try:
         doc = json.loads(content)
-        errors = doc.get("errors") or []
-        return " ".join(str(e) for e in errors)[:300] or "(no details)"
+        errors = [_REQUEST_ID_SUFFIX.sub("", str(e)) for e in doc.get("errors") or []]
+        return " ".join(errors)[:300] or "(no details)"
     except (ValueError, AttributeError, TypeError):
         return _reason(exc)

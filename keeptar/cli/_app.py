@@ -12,16 +12,21 @@ from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
+from keeptar.cli._coerce import light_coercion
 from keeptar.errors import KeeptarError
 
 __all__ = [
+    "BROKEN_PIPE",
     "BackendOption",
     "JsonOption",
     "ProgressOption",
     "VersionOption",
     "app",
     "batch_progress_reporter",
+    "discard_stdout",
+    "echo",
     "emit_json",
     "main",
     "progress_reporter",
@@ -45,15 +50,62 @@ BackendOption = Annotated[
     ),
 ]
 
+#: Exit status when the reader of stdout goes away (``keeptar images | head -1``):
+#: 128 + SIGPIPE, what a shell reports for a command that SIGPIPE ended.
+BROKEN_PIPE = 141
+
+
+def discard_stdout() -> None:
+    """Point stdout at /dev/null, so that output still buffered cannot fail at exit."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
+@contextlib.contextmanager
+def _quiet_broken_stdout() -> Iterator[None]:
+    """Exit with :data:`BROKEN_PIPE`, silently, if stdout's reader has gone away."""
+    try:
+        yield
+        sys.stdout.flush()
+    except BrokenPipeError:
+        discard_stdout()
+        raise typer.Exit(BROKEN_PIPE) from None
+
+
+class _KeeptarGroup(TyperGroup):
+    """The root command: a closed stdout ends any command quietly, and start-up is short.
+
+    typer would catch the BrokenPipeError itself and exit 1, like any other error;
+    catching it here first gives every command, human or ``--json``, one status.
+    Options of plain types are converted without pydantic (see :mod:`keeptar.cli._coerce`).
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:  # ctx: a click Context
+        light_coercion(self, ctx)
+        with _quiet_broken_stdout():  # eager options print here: --help, --version
+            return super().parse_args(ctx, args)
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        light_coercion(command, ctx)
+        return command
+
+    def invoke(self, ctx: Any) -> Any:
+        with _quiet_broken_stdout():
+            return super().invoke(ctx)
+
 
 app = typer.Typer(
     name="keeptar",
+    cls=_KeeptarGroup,
     help=(
         "Put Docker image archives into Arvados Keep, and manage them there, "
         "without a Docker daemon.\n\n"
         "Exit codes: 0 success, 1 other error, 2 usage, 3 bad archive, "
         "4 digest mismatch, 5 backend failure, 6 not found, 7 conflict, 70 internal error, "
-        "130 interrupted."
+        "130 interrupted, 141 standard output closed early."
     ),
     no_args_is_help=True,
     rich_markup_mode=None,  # help texts contain literal [brackets]
@@ -110,17 +162,30 @@ def reporting_errors() -> Iterator[None]:
         raise fail(str(exc), exc.exit_code) from None
     except KeyboardInterrupt:
         raise fail("interrupted", 130) from None
-    except BrokenPipeError:
-        # The reader of our stdout went away (`keeptar … | head`): not an error of ours.
-        with contextlib.suppress(OSError):
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
-        raise typer.Exit(141) from None
+
+
+def echo(text: str) -> None:
+    """Print *text* and a newline on stdout: all of it, or raise BrokenPipeError.
+
+    Python's buffered stdout can cut a large write to a pipe short without an
+    error when the reader leaves midway (``keeptar inspect | head -1``), so the
+    bytes go to the file descriptor directly, where every EPIPE is seen.
+    """
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # not a real file (a test's capture)
+        typer.echo(text)
+        return
+    data = (text + "\n").encode(sys.stdout.encoding or "utf-8", sys.stdout.errors or "strict")
+    sys.stdout.flush()
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def emit_json(doc: Any) -> None:
     """Print *doc* as indented JSON on stdout."""
-    typer.echo(json.dumps(doc, indent=2, sort_keys=False))
+    echo(json.dumps(doc, indent=2, sort_keys=False))
 
 
 @contextlib.contextmanager

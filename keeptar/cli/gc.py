@@ -6,12 +6,12 @@ from typing import Annotated
 
 import typer
 
-from keeptar.backends import open_backend
 from keeptar.cli._app import (
     BackendOption,
     JsonOption,
     VersionOption,
     app,
+    echo,
     emit_json,
     reporting_errors,
 )
@@ -50,6 +50,7 @@ def gc_command(
     does this.
     """
     with reporting_errors():
+        from keeptar.backends import open_backend
         from keeptar.backends.gc import collect_garbage, parse_duration
 
         grace_seconds = parse_duration(grace)
@@ -67,15 +68,15 @@ def gc_command(
         emit_json(report.to_json())
         return
     verb = "would delete" if dry_run else "deleted"
-    typer.echo(f"{verb} {_blocks(report.deleted_blocks)} ({_size(report.deleted_bytes)})")
-    typer.echo(
+    echo(f"{verb} {_blocks(report.deleted_blocks)} ({_size(report.deleted_bytes)})")
+    echo(
         f"kept {_blocks(report.referenced_blocks)} that collections reference "
         f"({_size(report.referenced_bytes)}) and {_blocks(report.recent_blocks)} that none "
         f"does, written less than {grace} ago ({_size(report.recent_bytes)})"
     )
     if report.stale_temporary_files:
         verb = "would remove" if dry_run else "removed"
-        typer.echo(f"{verb} {report.stale_temporary_files} half-written temporary files")
+        echo(f"{verb} {report.stale_temporary_files} half-written temporary files")
 
 
 def _blocks(count: int) -> str:

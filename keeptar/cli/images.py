@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from keeptar.backends import Backend, open_backend
-from keeptar.catalog.images import ImageListing, list_images
-from keeptar.catalog.references import split_image_ref
+if TYPE_CHECKING:
+    from keeptar.backends import Backend
+    from keeptar.catalog.images import ImageListing
+
 from keeptar.cli._app import (
     BackendOption,
     JsonOption,
     VersionOption,
     app,
+    echo,
     emit_json,
     reporting_errors,
 )
@@ -46,6 +48,10 @@ def images_command(
 
     With a REPO[:TAG] that names no image, images whose ID starts with it are listed.
     """
+    from keeptar.backends import open_backend
+    from keeptar.catalog.images import list_images
+    from keeptar.catalog.references import split_image_ref
+
     with reporting_errors():
         store = open_backend(backend, quiet=True, read_only=True)
         repo = tag = None
@@ -69,7 +75,7 @@ def images_command(
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     for row in table:
         cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
-        typer.echo("   ".join([*cells, row[4]]).rstrip())
+        echo("   ".join([*cells, row[4]]).rstrip())
 
 
 def _when(stamp: str | None) -> str:
@@ -80,6 +86,7 @@ def _when(stamp: str | None) -> str:
 
 def _by_hash_prefix(store: Backend, prefix: str, project_uuid: str | None) -> list[ImageListing]:
     """Rows for images whose ID starts with *prefix*, if it can be an ID prefix."""
+    from keeptar.catalog.images import ImageListing
     from keeptar.catalog.search import hash_prefix_problem, search_images_by_hash
 
     if hash_prefix_problem(prefix) is not None:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import typer
-
-from keeptar.backends import open_backend
 from keeptar.cli._app import (
     BackendOption,
     JsonOption,
     VersionOption,
     app,
+    echo,
     emit_json,
     reporting_errors,
 )
@@ -24,6 +22,8 @@ def info_command(
     version: VersionOption = False,
 ) -> None:
     """Show the storage backend, the user, and the image formats the cluster accepts."""
+    from keeptar.backends import open_backend
+
     with reporting_errors():
         store = open_backend(backend, quiet=True, read_only=True)
         facts = store.server_facts()
@@ -42,7 +42,7 @@ def info_command(
         return
     for key, value in doc.items():
         shown = ", ".join(value) if isinstance(value, list) else value
-        typer.echo(f"{key.replace('_', ' ').capitalize() + ':':<22}{shown}")
+        echo(f"{key.replace('_', ' ').capitalize() + ':':<22}{shown}")
 
 
 def _location(store: object) -> str:

@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from keeptar.archive import inspect_collection, inspect_source
-from keeptar.backends import open_backend
 from keeptar.cli._app import (
     BackendOption,
     JsonOption,
     ProgressOption,
     VersionOption,
     app,
+    echo,
     emit_json,
     progress_reporter,
     reporting_errors,
 )
-from keeptar.formats import ArchiveInfo
-from keeptar.keep.manifest import is_collection_ref
-from keeptar.streaming.sources import open_source
+
+if TYPE_CHECKING:
+    from keeptar.formats import ArchiveInfo
 
 
 @app.command("inspect")
@@ -50,8 +50,13 @@ def inspect_command(
     Layer data is skipped unless --verify is given; for a collection, only the
     Keep blocks holding headers and metadata are fetched.
     """
+    from keeptar.archive import inspect_collection, inspect_source
+    from keeptar.streaming.sources import open_source
+
     with reporting_errors():
         if _is_collection(target):
+            from keeptar.backends import open_backend
+
             store = open_backend(backend, quiet=True, read_only=True)
             info, fetched, blocks = inspect_collection(store, target, verify=verify)
             note = f"read {fetched} of {blocks} Keep blocks"
@@ -65,9 +70,9 @@ def inspect_command(
     if as_json:
         emit_json(info.to_json())
     else:
-        typer.echo(render_text(info))
+        echo(render_text(info))
     for warning in info.warnings:
-        typer.echo(f"keeptar: warning: {warning}", err=True)
+        sys.stderr.write(f"keeptar: warning: {warning}\n")
     if note:
         typer.echo(note, err=True)
 
@@ -75,6 +80,8 @@ def inspect_command(
 def _is_collection(target: str) -> bool:
     if target == "-" or Path(target).exists():
         return False
+    from keeptar.keep.manifest import is_collection_ref
+
     return is_collection_ref(target)
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from keeptar.backends import Backend, open_backend
+if TYPE_CHECKING:
+    from keeptar.backends import Backend
+
+from keeptar._source_kind import SourceKind
 from keeptar.cli._app import (
     BackendOption,
     JsonOption,
@@ -16,12 +19,12 @@ from keeptar.cli._app import (
     VersionOption,
     app,
     batch_progress_reporter,
+    echo,
     emit_json,
     progress_reporter,
     reporting_errors,
 )
 from keeptar.errors import UsageError
-from keeptar.load import SourceKind, load_image
 
 
 @app.command("load")
@@ -119,6 +122,9 @@ def load_command(
     Names are registered exactly as given (--tag, or the archive's RepoTags);
     a RepoTag that Docker or Arvados would refuse is skipped with a warning.
     """
+    from keeptar.backends import open_backend
+    from keeptar.load import load_image
+
     with reporting_errors():
         if batch_progress and progress:
             raise UsageError("--progress and --batch-progress cannot be used together")
@@ -148,7 +154,7 @@ def load_command(
     if as_json:
         emit_json(result.to_json())
     else:
-        typer.echo(result.uuid)
+        echo(result.uuid)
 
 
 def _source_project(store: Backend, source: str | None, from_: SourceKind | None) -> str:

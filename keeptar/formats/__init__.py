@@ -11,8 +11,8 @@ module                 layout
 ``docker_v1``          Docker <= 1.9 save: ``<id>/json`` directories
 =====================  ===========================================================
 
-:func:`read_archive` asks each in that order and lets the first that claims
-the archive build the images.
+:func:`read_images` asks each in that order (:func:`detect_layout`) and lets
+the first that claims the archive build the images.
 """
 
 from __future__ import annotations
@@ -69,12 +69,19 @@ def read_images(
 
     Args:
         scan: a completed scan.
-        verify: also check every layer digest (the scan must have digested).
+        verify: also check every layer digest; the scan must have hashed every
+            member (``ArchiveScanner(digest=True)``).
 
     Raises:
         ArchiveError: the archive is malformed or hostile.
         VerificationError: with *verify*, a digest does not match.
+        ValueError: *verify* on a scan made without hashing (a caller's mistake).
     """
+    if verify and not scan.digested:
+        raise ValueError(
+            "read_images(verify=True) needs a scan made with ArchiveScanner(digest=True); "
+            "this one skipped layer data unhashed"
+        )
     layout = detect_layout(scan)
     images: list[ImageInfo] = layout.read_images(scan)
     if verify:

@@ -100,6 +100,7 @@ class ArchiveScanner:
         total_cap: int = DEFAULT_TOTAL_CAP,
     ) -> None:
         self.scan = ArchiveScan(member_cap=member_cap)
+        self.scan.digested = digest
         self._digest = digest
         self._member_cap = member_cap
         self._total_cap = total_cap
@@ -239,6 +240,7 @@ class ArchiveScan:
         self.members: dict[str, Member] = {}
         self.order: list[str] = []
         self.end: ArchiveEnd | None = None
+        #: Whether every regular member was hashed (``ArchiveScanner(digest=True)``).
         self.digested = False
         #: stream offset just past the last member's padded data: where the end marker starts
         self.body_end = 0

@@ -398,11 +398,6 @@ class BlockWriter:
         self._pool.shutdown(wait=True, cancel_futures=True)
         self._buffer = None
 
-    @property
-    def size(self) -> int:
-        """Bytes written so far."""
-        return self._size
-
     def __enter__(self) -> BlockWriter:
         return self
 

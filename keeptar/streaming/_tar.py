@@ -142,7 +142,6 @@ class TarReader:
         self._global_pax: dict[str, bytes] = {}
         self._zero_seen_at: int | None = None
         self._members = 0
-        self._trailing = 0
 
     # ---- feeding -----------------------------------------------------------------
 
@@ -153,8 +152,7 @@ class TarReader:
         if not data:
             return
         if self._state is _State.END:
-            self._trailing += len(data)
-            return
+            return  # bytes after the end-of-archive marker are ignored
         view = data if isinstance(data, memoryview) else memoryview(data)
         if view.ndim != 1 or view.itemsize != 1:
             view = view.cast("B")
@@ -194,11 +192,6 @@ class TarReader:
     def offset(self) -> int:
         """Stream offset of the next byte the reader will look at."""
         return self._offset
-
-    @property
-    def trailing_bytes(self) -> int:
-        """Bytes fed after the end-of-archive marker (ignored)."""
-        return self._trailing
 
     # ---- events ------------------------------------------------------------------
 
@@ -409,7 +402,6 @@ class TarReader:
 
     def _finish(self) -> ArchiveEnd:
         self._state = _State.END
-        self._trailing = self._buffered
         self._chunks.clear()
         end = self._offset
         self._offset += self._buffered

@@ -188,8 +188,6 @@ def run_tar_stream(
     *,
     tap: Callable[[bytes], None] | None = None,
     progress: Callable[[int], None] | None = None,
-    drain: bool | None = None,
-    reader: TarReader | None = None,
     on_window: Callable[[int], None] | None = None,
 ) -> StreamResult:
     """Read *source* to the end of its tar archive, passing every event to *handle*.
@@ -201,22 +199,21 @@ def run_tar_stream(
         tap: if given, receives every byte of the decompressed stream, in order
             (trailing bytes after the archive included); nothing is skipped then.
         progress: called with the number of source bytes consumed so far.
-        drain: read the source to its end after the archive ends (default: a real
-            pipe or socket, so its writer does not fail on a closed pipe, or a
-            regular file when there is a tap; never a character device such as
-            ``/dev/zero``).  A stream is drained for at most :data:`DRAIN_LIMIT` bytes.
-        reader: the tar reader to use (a fresh one by default).
         on_window: called with a zstd stream's window size (the largest so far)
             when a frame header announces a larger one, before that frame's
             bytes reach *tap*: a caller can shrink its own buffers.
+
+    After the archive ends, the rest of the source is read too (drained) when it
+    is a real pipe or socket, so its writer does not fail on a closed pipe, or a
+    regular file when there is a tap; never a character device such as
+    ``/dev/zero``.  A stream is drained for at most :data:`DRAIN_LIMIT` bytes.
 
     Raises:
         ArchiveError: the stream is not a readable (possibly compressed) tar, or
             goes on for more than :data:`DRAIN_LIMIT` bytes after its end.
     """
-    reader = reader or TarReader()
-    if drain is None:
-        drain = source.is_pipe or source.is_socket or (tap is not None and source.seekable)
+    reader = TarReader()
+    drain = source.is_pipe or source.is_socket or (tap is not None and source.seekable)
     first = source.read(READ_SIZE)
     while 0 < len(first) < MAGIC_LENGTH:
         more = source.read(READ_SIZE)

@@ -1,0 +1,156 @@
+"""Start-up stays short: commands import only what they use (checked by module, not by time).
+
+Speed itself is measured in benchmarks/bench_startup.py; these tests guard the
+laziness that makes it, with ``python -X importtime`` on the real entry point.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import fixture_path, run_keeptar
+
+APP = fixture_path("docker-v2-app.tar")
+
+#: Never needed to print the version or to inspect a file.
+HEAVY = {"arvados", "googleapiclient", "pydantic", "rich", "zstandard", "sqlite3", "ciso8601"}
+
+
+def imported_modules(*args: str, env: dict[str, str] | None = None) -> set[str]:
+    """Every module `python -X importtime -m keeptar ARGS` imports (it must succeed)."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "keeptar", *args],
+        capture_output=True,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr.decode()[-2000:]
+    names = set()
+    for line in result.stderr.decode().splitlines():
+        if line.startswith("import time:") and line.count("|") == 2:
+            name = line.rsplit("|", 1)[1].strip()
+            if name != "package":  # the header line
+                names.add(name)
+    assert "keeptar" in names  # the parse worked
+    return names
+
+
+def roots(names: set[str]) -> set[str]:
+    return {name.split(".")[0] for name in names}
+
+
+def test_version_imports_neither_typer_nor_any_heavy_dependency() -> None:
+    names = imported_modules("--version")
+    assert not roots(names) & (HEAVY | {"typer", "click"})
+    assert not {n for n in names if n.startswith("keeptar.") and n != "keeptar.errors"} - {
+        "keeptar.cli",
+        "keeptar.__main__",
+    }
+
+
+def test_the_version_fast_path_prints_what_typer_prints() -> None:
+    fast = subprocess.run([sys.executable, "-m", "keeptar", "--version"], capture_output=True)
+    # Not the exact argv of the fast path: typer's eager --version option answers.
+    typer_path = subprocess.run(
+        [sys.executable, "-m", "keeptar", "--version", "inspect"], capture_output=True
+    )
+    assert fast.returncode == typer_path.returncode == 0
+    assert fast.stdout == typer_path.stdout
+    assert fast.stdout.decode().startswith("keeptar ")
+
+
+@pytest.mark.parametrize("extra", [[], ["--json"], ["--verify"]], ids=["text", "json", "verify"])
+def test_inspecting_a_file_imports_no_backend_and_no_pydantic(extra: list[str]) -> None:
+    names = imported_modules("inspect", *extra, str(APP))
+    assert not roots(names) & HEAVY
+    assert not names & {
+        "keeptar.load",
+        "keeptar.backends",
+        "keeptar.catalog.images",
+        "keeptar.keep.manifest",  # collections only
+        "keeptar.keep.blocks",
+    }
+    # Only the command that runs is registered (typer builds the options of each).
+    assert not names & {"keeptar.cli.load", "keeptar.cli.images", "keeptar.cli.info"}
+
+
+def test_help_lists_every_command() -> None:
+    from keeptar.cli import COMMANDS
+
+    listed = run_keeptar("--help").stdout.decode().split("Commands:")[1].split()
+    assert set(COMMANDS) <= set(listed)
+
+
+def test_listing_local_images_imports_no_arvados_sdk(local_home: Path) -> None:
+    names = imported_modules("images", "--json")
+    assert not roots(names) & {"arvados", "googleapiclient", "pydantic", "rich", "zstandard"}
+
+
+def test_import_keeptar_defers_the_api_until_it_is_used() -> None:
+    code = (
+        "import sys, keeptar\n"
+        "assert 'keeptar.archive' not in sys.modules and 'keeptar.formats' not in sys.modules\n"
+        "from keeptar import inspect_archive, ArchiveFormat\n"
+        "import keeptar.archive, keeptar.formats\n"
+        "assert inspect_archive is keeptar.archive.inspect_archive\n"
+        "assert ArchiveFormat is keeptar.formats.ArchiveFormat\n"
+        "assert set(keeptar.__all__) <= set(dir(keeptar))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True)
+    assert result.returncode == 0, result.stderr.decode()
+
+
+def command_params() -> list[tuple[str, Any, Any]]:
+    """(label, parameter, a context) for every parameter of every command, converters set."""
+    import typer.main
+
+    from keeptar.cli import app
+    from keeptar.cli._coerce import light_coercion
+
+    group = typer.main.get_command(app)
+    ctx = group.make_context("keeptar", ["images"], resilient_parsing=True)
+    found = []
+    for name, command in [("", group), *group.commands.items()]:  # type: ignore[attr-defined]
+        light_coercion(command, ctx)
+        found += [(f"{name} {param.name}", param, ctx) for param in command.get_params(ctx)]
+    return found
+
+
+def test_plain_options_convert_exactly_as_typer_does() -> None:
+    """The pydantic-free converter returns what typer's own returns, errors included."""
+    import enum
+
+    from typer._coercion import build_runtime_param
+
+    from keeptar.cli._coerce import _PassThrough
+
+    checked = 0
+    for label, param, ctx in command_params():
+        light = param._runtime_param
+        if not isinstance(light, _PassThrough):
+            continue
+        kind = param.type_descriptor.annotation
+        samples: list[Any] = [None]
+        if kind is str:
+            samples += ["x", "", "-", "ünïcode", "a b", b"bytes"]
+        elif kind is bool:
+            samples += [True, False, "true", "0", "bogus"]
+        elif issubclass(kind, enum.Enum):
+            samples += [*kind, *(str(k.value) for k in kind), "bogus", "FILE", ""]
+        for value in samples:
+            outcomes = []
+            for converter in (light, build_runtime_param(param.type_descriptor)):
+                try:
+                    outcomes.append(("ok", converter.coerce(value, param=param, ctx=ctx)))
+                except Exception as exc:
+                    outcomes.append((type(exc).__name__, str(exc)))
+            assert outcomes[0] == outcomes[1], (label, value, outcomes)
+            checked += 1
+    assert checked > 50  # every command's options were seen
