@@ -65,7 +65,7 @@ def images_command(
             rows = _by_hash_prefix(store, reference, project_uuid)
     if quiet:
         for listing in rows:
-            typer.echo(listing.image_id)
+            echo(listing.image_id)
         return
     if as_json:
         emit_json([row.to_json() for row in rows])

@@ -21,6 +21,7 @@ from keeptar.cli._app import (
     JsonOption,
     VersionOption,
     app,
+    echo,
     emit_json,
     reporting_errors,
 )
@@ -75,7 +76,7 @@ def _report(
         emit_json(doc)
         return
     what = f"{len(registered.created)} created" if registered.created else "nothing new"
-    typer.echo(
+    echo(
         f"{name} -> {record['uuid']} ({record['portable_data_hash']}) in "
         f"{record['owner_uuid']}: {what}"
     )
@@ -255,4 +256,4 @@ def untag_command(
     if as_json:
         emit_json({"name": name, "project_uuid": owner, "removed": removed})
         return
-    typer.echo(f"removed {len(removed)} link{'s' if len(removed) != 1 else ''} naming {name}")
+    echo(f"removed {len(removed)} link{'s' if len(removed) != 1 else ''} naming {name}")
