@@ -65,6 +65,7 @@ __all__ = [
     "collection_name",
     "find_reusable",
     "register_image",
+    "register_links",
     "resolve_owner",
     "reuse_image",
 ]
@@ -291,14 +292,59 @@ def _run(
         with _keepdocker_lock(backend, request.image_id), backend.atomic():
             return _register(backend, request, manifest_text, existing, force, accept, created)
     except BaseException as exc:
-        leftovers = _rollback(backend, created)
-        if leftovers:
-            what = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
-            raise BackendError(
-                f"{what}; could not remove what this load had registered: "
-                f"{', '.join(leftovers)} (loading again completes and keeps it)"
-            ) from exc
+        _roll_back_or_explain(backend, created, exc)
         raise
+
+
+def _roll_back_or_explain(backend: Backend, created: Sequence[_Made], exc: BaseException) -> None:
+    """Undo *created* after *exc*; raise a BackendError naming whatever is left."""
+    leftovers = _rollback(backend, created)
+    if leftovers:
+        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+        raise BackendError(
+            f"{what}; could not remove what this load had registered: "
+            f"{', '.join(leftovers)} (loading again completes and keeps it)"
+        ) from exc
+
+
+def register_links(
+    backend: Backend,
+    collection: Record,
+    owner_uuid: str,
+    links: Sequence[tuple[str, str]],
+    *,
+    image_timestamp: str | None = None,
+) -> Registered:
+    """Make sure *collection* has each ``(link_class, name)`` link owned by *owner_uuid*.
+
+    Each link is created only if missing, with ``properties.image_timestamp``
+    when given, by the same steps as :func:`register_image` (one transaction on
+    the embedded store, convergent on Arvados, rolled back on failure).
+    """
+    properties: dict[str, Any] = {}
+    if image_timestamp is not None:
+        properties["image_timestamp"] = image_timestamp
+    created: list[_Made] = []
+    try:
+        with backend.atomic():
+            for link_class, name in links:
+                _ensure_link(
+                    backend,
+                    link_class=link_class,
+                    name=name,
+                    head_uuid=collection["uuid"],
+                    owner_uuid=owner_uuid,
+                    properties=properties,
+                    created=created,
+                )
+    except BaseException as exc:
+        _roll_back_or_explain(backend, created, exc)
+        raise
+    return Registered(
+        collection=collection,
+        reused=True,
+        created=tuple(made.uuid for made in created if made.uuid),
+    )
 
 
 def _register(

@@ -31,6 +31,9 @@ COMMANDS = {
     "info": "keeptar.cli.info",
     "inspect": "keeptar.cli.inspect",
     "load": "keeptar.cli.load",
+    "push": "keeptar.cli.tagging",
+    "tag": "keeptar.cli.tagging",
+    "untag": "keeptar.cli.tagging",
 }
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from keeptar.backends import Backend
+    from keeptar.catalog.images import ImageListing
 
 from keeptar.cli._app import (
     BackendOption,
@@ -22,7 +26,8 @@ def images_command(
     reference: Annotated[
         str | None,
         typer.Argument(
-            help="Only this REPO[:TAG] (TAG defaults to latest; docker.io/library/x matches x).",
+            help="Only this REPO[:TAG] (TAG defaults to latest; docker.io/library/x matches x), "
+            "else images whose ID starts with this prefix (sha256: optional).",
             show_default=False,
         ),
     ] = None,
@@ -32,11 +37,17 @@ def images_command(
     project_uuid: Annotated[
         str | None, typer.Option("--project-uuid", help="Only images registered in this project.")
     ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only full image IDs, one a line.")
+    ] = False,
     backend: BackendOption = None,
     as_json: JsonOption = False,
     version: VersionOption = False,
 ) -> None:
-    """List images, preferred first (newest image timestamp, then newest link)."""
+    """List images, preferred first (newest image timestamp, then newest link).
+
+    With a REPO[:TAG] that names no image, images whose ID starts with it are listed.
+    """
     from keeptar.backends import open_backend
     from keeptar.catalog.images import list_images
     from keeptar.catalog.references import split_image_ref
@@ -50,6 +61,12 @@ def images_command(
         rows = list_images(
             store, repo=repo, tag=tag, project_uuid=project_uuid, include_untagged=show_all
         )
+        if not rows and reference is not None:
+            rows = _by_hash_prefix(store, reference, project_uuid)
+    if quiet:
+        for listing in rows:
+            echo(listing.image_id)
+        return
     if as_json:
         emit_json([row.to_json() for row in rows])
         return
@@ -65,3 +82,22 @@ def _when(stamp: str | None) -> str:
     if not stamp:
         return "<unknown>"
     return stamp.replace("T", " ")[:19]
+
+
+def _by_hash_prefix(store: Backend, prefix: str, project_uuid: str | None) -> list[ImageListing]:
+    """Rows for images whose ID starts with *prefix*, if it can be an ID prefix."""
+    from keeptar.catalog.images import ImageListing
+    from keeptar.catalog.search import hash_prefix_problem, search_images_by_hash
+
+    if hash_prefix_problem(prefix) is not None:
+        return []
+    return [
+        ImageListing(
+            match.repo,
+            match.tag,
+            match.image_id,
+            match.collection_uuid,
+            match.image_timestamp or match.link_created_at,
+        )
+        for match in search_images_by_hash(store, prefix, project_uuid)
+    ]

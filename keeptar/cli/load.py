@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from keeptar.backends import Backend
 
 from keeptar._source_kind import SourceKind
 from keeptar.cli._app import (
@@ -41,7 +44,11 @@ def load_command(
     ] = None,
     project_uuid: Annotated[
         str | None,
-        typer.Option("--project-uuid", help="Project to store the image in [default: home]."),
+        typer.Option(
+            "--project-uuid",
+            help="Project to store the image in; 'source' = the project holding a collection "
+            "SOURCE [default: home].",
+        ),
     ] = None,
     tag: Annotated[
         str | None,
@@ -122,6 +129,8 @@ def load_command(
         if batch_progress and progress:
             raise UsageError("--progress and --batch-progress cannot be used together")
         store = open_backend(backend, quiet=True, retries=retries)
+        if project_uuid == "source":
+            project_uuid = _source_project(store, source, from_)
         total = os.path.getsize(source) if source and os.path.isfile(source) else None
         reporter = (
             batch_progress_reporter(total)
@@ -146,6 +155,16 @@ def load_command(
         emit_json(result.to_json())
     else:
         echo(result.uuid)
+
+
+def _source_project(store: Backend, source: str | None, from_: SourceKind | None) -> str:
+    """``--project-uuid source``: the project that holds the collection SOURCE."""
+    from keeptar.load import detect_source
+
+    kind, value = detect_source(source, from_)
+    if kind is not SourceKind.COLLECTION:
+        raise UsageError("--project-uuid source needs a collection SOURCE (a PDH or UUID)")
+    return str(store.get_collection(value)["owner_uuid"])
 
 
 def _warn(message: str) -> None:
