@@ -21,7 +21,7 @@ from keeptar.backends import Backend, Record
 from keeptar.catalog.images import HASH_LINK, REPO_TAG_LINK, sort_links
 from keeptar.catalog.search import MIGRATION_LINK
 from keeptar.formats import ImageInfo
-from keeptar.keep.manifest import ManifestFile, is_portable_data_hash, parse_manifest
+from keeptar.keep.manifest import Locator, ManifestFile, is_portable_data_hash, parse_manifest
 
 __all__ = [
     "StoredRegistration",
@@ -182,9 +182,16 @@ def registration_of(
         )
     if len(files) == 1 and len(tars) == 1 and (pattern is None or not pattern.search(tars[0].path)):
         accepted = False
+        moved = [link for link in sort_links(migrations) if link.get("tail_uuid") == pdh]
+        instead = (
+            f"the server runs {moved[0].get('head_uuid')} instead, where its "
+            "docker_image_migration link leads"
+            if moved
+            else "the server does not run it"
+        )
         problems.append(
             f"file name {tars[0].path} does not fit this cluster's dockerImageFormats "
-            f"({', '.join(formats) or 'none'}): the server does not run it"
+            f"({', '.join(formats) or 'none'}): {instead}"
         )
 
     hash_links = [link for link in links if link.get("link_class") == HASH_LINK]
@@ -220,8 +227,9 @@ def registration_of(
                     f"image_timestamp {stamp}, but the archive's config says created "
                     f"{image.created}"
                 )
-    for locator in missing_blocks:
-        problems.append(f"block {locator} of {image_file} is missing from Keep")
+    for locator in missing_blocks:  # without its signature: that grants reading it
+        shown = Locator.parse(locator).stripped
+        problems.append(f"block {shown} of {image_file} is missing from Keep")
 
     return StoredRegistration(
         collection={
