@@ -304,3 +304,20 @@ def test_verify_reports_a_missing_block(
     # The one block held the metadata too: a fresh process reads no archive facts.
     assert doc["problems"] == list(registration.problems) and "images" not in doc
     assert doc["accepted_by_server"] is False
+
+
+def test_an_ambiguous_id_prefix_is_a_usage_error(backend: Any, tmp_path: Path) -> None:
+    archive = unique_image(APP, tmp_path)
+    _, created = archive_facts(archive)
+    prefix = uuidlib.uuid4().hex[:16]
+    ids = [f"sha256:{prefix}{uuidlib.uuid4().hex}{uuidlib.uuid4().hex[:16]}" for _ in range(2)]
+    for image_id in ids:
+        register(backend, store(backend, archive, [f"{image_id}.tar"]), [(HASH, image_id, created)])
+    done = run_keeptar("inspect", prefix)
+    lines = done.stderr.decode().splitlines()
+    assert done.returncode == 2 and len(lines) == 1
+    assert lines[0].startswith(f"keeptar: error: image ID prefix '{prefix}' is ambiguous")
+    status, doc, err = inspect_json(ids[0][7:30])
+    assert status == 0, err
+    assert [link["name"] for link in doc["links"]] == [ids[0]]
+    assert doc["accepted_by_server"] is False  # the file is not the archive's image ID
