@@ -321,3 +321,19 @@ def test_an_ambiguous_id_prefix_is_a_usage_error(backend: Any, tmp_path: Path) -
     assert status == 0, err
     assert [link["name"] for link in doc["links"]] == [ids[0]]
     assert doc["accepted_by_server"] is False  # the file is not the archive's image ID
+
+
+def test_a_pdh_names_the_copy_registered_as_an_image(backend: Any, tmp_path: Path) -> None:
+    archive = unique_image(APP, tmp_path)
+    loaded = load_image(backend, str(archive), tag="insp/pdh:1")
+    manifest = backend.get_collection(loaded.uuid)["manifest_text"]
+    copy = register(backend, manifest, [])  # newer, same PDH, no links
+    assert copy["portable_data_hash"] == loaded.portable_data_hash
+    _, registration, _, _ = inspect_stored_image(backend, loaded.portable_data_hash)
+    assert registration.collection["uuid"] == loaded.uuid
+    assert registration.accepted_by_server and registration.problems == ()
+    _, bare, _, _ = inspect_stored_image(backend, copy["uuid"])
+    assert bare.links == () and not bare.accepted_by_server
+    assert bare.problems == (
+        f"no docker_image_hash link names the collection (image {loaded.image_id})",
+    )
