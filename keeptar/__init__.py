@@ -6,6 +6,10 @@ The importable API::
     info = inspect_archive("image.tar")
     print(info.format, info.images[0].id)
 
+    from keeptar import load_archive, open_backend
+    result = load_archive(open_backend(), "image.tar")
+    print(result.uuid)
+
 The API names are imported on first use, so that ``import keeptar`` (and the
 command line's start-up) stays cheap.
 """
@@ -26,7 +30,9 @@ from keeptar.errors import (
 )
 
 if TYPE_CHECKING:
+    from keeptar.api import load_archive, load_collection, load_docker_image
     from keeptar.archive import inspect_archive, inspect_source
+    from keeptar.backends import open_backend
     from keeptar.formats import ArchiveFormat, ArchiveInfo, ImageInfo, LayerInfo
 
 __version__ = "0.1.0"
@@ -46,11 +52,19 @@ __all__ = [
     "__version__",
     "inspect_archive",
     "inspect_source",
+    "load_archive",
+    "load_collection",
+    "load_docker_image",
+    "open_backend",
 ]
 
 _LAZY = {
     "inspect_archive": "keeptar.archive",
     "inspect_source": "keeptar.archive",
+    "load_archive": "keeptar.api",
+    "load_collection": "keeptar.api",
+    "load_docker_image": "keeptar.api",
+    "open_backend": "keeptar.backends",
     "ArchiveFormat": "keeptar.formats",
     "ArchiveInfo": "keeptar.formats",
     "ImageInfo": "keeptar.formats",

@@ -6,15 +6,22 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, BinaryIO
 
-from keeptar.errors import NotFoundError, UsageError
+from keeptar.errors import KeeptarError, NotFoundError, UsageError
 from keeptar.formats import ArchiveInfo, ArchiveScanner, read_images
 from keeptar.streaming.sources import ByteSource, open_source, run_tar_stream
 
 if TYPE_CHECKING:
     from keeptar.backends import Backend, Record
+    from keeptar.catalog.inspection import StoredRegistration
     from keeptar.keep.manifest import ManifestFile
 
-__all__ = ["find_image_file", "inspect_archive", "inspect_collection", "inspect_source"]
+__all__ = [
+    "find_image_file",
+    "inspect_archive",
+    "inspect_collection",
+    "inspect_source",
+    "inspect_stored_image",
+]
 
 
 def inspect_source(
@@ -101,3 +108,98 @@ def inspect_collection(
     reader = KeepFileReader(backend.get_block, item, name=f"{collection}/{item.path}")
     info = inspect_source(ByteSource(reader, reader.name), verify=verify)  # type: ignore[arg-type]
     return info, reader.blocks_fetched, len({segment.locator for segment in item.segments})
+
+
+def inspect_stored_image(
+    backend: Backend, target: str, *, verify: bool = False
+) -> tuple[ArchiveInfo | None, StoredRegistration, int, int]:
+    """Describe a stored image and its registration (``keeptar inspect PDH|UUID|REPO[:TAG]``).
+
+    *target* is a collection PDH or UUID, else an image name or ID prefix, resolved
+    as :func:`keeptar.catalog.search_images` finds it (the most preferred image).
+    A collection that the server would refuse (several ``.tar`` files, say) is
+    still described: what is wrong is in the registration's ``problems``.  With
+    *verify*, every block of the image file is checked to be in Keep first, and
+    the layers are hashed if they all are.
+
+    Returns:
+        The archive's description (None if a missing block stopped the read), the
+        registration, the number of Keep blocks fetched, and the file's block count.
+
+    Raises:
+        NotFoundError: no such collection or image, or the collection has no ``.tar``.
+        UsageError: an image ID prefix that matches several images.
+        ArchiveError: the file is not a readable image archive.
+    """
+    from keeptar.catalog.inspection import choose_collection, image_files, registration_of
+    from keeptar.keep.blocks import KeepFileReader
+    from keeptar.keep.manifest import is_collection_ref
+
+    if is_collection_ref(target):
+        record = choose_collection(backend, target)
+    else:
+        record = backend.get_collection(_resolve_image_name(backend, target))
+    name = record.get("uuid") or target
+    _, tars = image_files(record)
+    if not tars:
+        raise NotFoundError(f"collection {name} holds no .tar image file")
+    item = tars[0]
+    if len(tars) > 1:  # the file the hash link names, if one does
+        hashes = {
+            f"{link['name']}.tar"
+            for link in backend.list_links(
+                [["link_class", "=", "docker_image_hash"], ["head_uuid", "=", record["uuid"]]]
+            )
+        }
+        item = next((tar for tar in tars if tar.path in hashes), item)
+    locators = list(dict.fromkeys(segment.locator for segment in item.segments))
+    missing = [loc for loc in locators if not backend.has_block(loc)] if verify else []
+    reader = KeepFileReader(backend.get_block, item, name=f"{name}/{item.path}")
+    info: ArchiveInfo | None
+    try:
+        info = inspect_source(ByteSource(reader, reader.name), verify=verify and not missing)  # type: ignore[arg-type]
+    except KeeptarError:
+        if not missing:
+            raise
+        info = None  # the missing block held metadata: nothing more to read
+    image = None
+    if info is not None and info.images:
+        by_name = [i for i in info.images if i.file_name == item.path]
+        image = by_name[0] if by_name else info.images[0]
+    registration = registration_of(
+        backend, record, image, image_file=item.path, missing_blocks=missing
+    )
+    return info, registration, reader.blocks_fetched, len(locators)
+
+
+def _resolve_image_name(backend: Backend, target: str) -> str:
+    """The collection UUID of the image *target* names, as
+    :func:`keeptar.catalog.search_images` finds it: ``repo[:tag]`` (``latest`` by
+    default, as the server reads it), else an image ID prefix."""
+    from keeptar.catalog.references import abbreviate, split_image_ref
+    from keeptar.catalog.search import (
+        hash_prefix_problem,
+        search_images_by_hash,
+        search_images_by_name,
+    )
+
+    try:
+        ref = split_image_ref(target)
+        found = search_images_by_name(backend, str(ref)) if ref.repo else []
+    except UsageError:
+        found = []
+    if not found and hash_prefix_problem(target) is None:
+        found = search_images_by_hash(backend, target)
+        ids = list(dict.fromkeys(match.image_id for match in found))
+        if len(ids) > 1:
+            shown = ", ".join(i.removeprefix("sha256:")[:12] for i in ids[:10])
+            more = f" and {len(ids) - 10} more" if len(ids) > 10 else ""
+            raise UsageError(
+                f"image ID prefix {abbreviate(target)} is ambiguous: it matches "
+                f"{len(ids)} images ({shown}{more}); give more digits"
+            )
+    if not found:
+        raise NotFoundError(
+            f"no file, collection or image {abbreviate(target)} (by name or image ID prefix)"
+        )
+    return found[0].collection_uuid

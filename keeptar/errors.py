@@ -21,21 +21,77 @@ code   error                       meaning
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 __all__ = [
     "ArchiveError",
     "BackendError",
     "ConflictError",
     "KeeptarError",
     "NotFoundError",
+    "Parameter",
     "UsageError",
     "VerificationError",
+    "cli_message",
+    "naming",
 ]
 
 
+class Parameter:
+    """A caller's parameter that an error message names, by its Python name.
+
+    The library's message calls it "the NAME argument"; the command line, which
+    knows its own flags, calls it ``--NAME`` (underscores as dashes): see
+    :func:`cli_message`.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"Parameter({self.name!r})"
+
+    def python(self) -> str:
+        """How the library's message names it."""
+        return f"the {self.name} argument"
+
+    def flag(self) -> str:
+        """How the command line's message names it."""
+        return "--" + self.name.replace("_", "-")
+
+
 class KeeptarError(Exception):
-    """Base class of every error keeptar reports; ``exit_code`` is its CLI exit status."""
+    """Base class of every error keeptar reports; ``exit_code`` is its CLI exit status.
+
+    ``parts`` is set (by :func:`naming`) when the message names caller parameters:
+    the text pieces and :class:`Parameter` s it was made of.
+    """
 
     exit_code = 1
+    parts: tuple[str | Parameter, ...] = ()
+
+
+_E = TypeVar("_E", bound=KeeptarError)
+
+
+def naming(cls: type[_E], *parts: str | Parameter) -> _E:
+    """An error of *cls* whose message is *parts* joined, each :class:`Parameter` in Python terms.
+
+    Data in the text parts is never interpreted (no format strings), so hostile
+    names cannot forge a parameter.
+    """
+    error = cls("".join(part if isinstance(part, str) else part.python() for part in parts))
+    error.parts = parts
+    return error
+
+
+def cli_message(error: KeeptarError) -> str:
+    """*error*'s message with each parameter it names spelled as its command-line flag."""
+    if not error.parts:
+        return str(error)
+    return "".join(part if isinstance(part, str) else part.flag() for part in error.parts)
 
 
 class UsageError(KeeptarError):

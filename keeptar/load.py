@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from keeptar._source_kind import SourceKind
 from keeptar._subprocess import child_environment, child_message
@@ -64,7 +64,9 @@ from keeptar.errors import (
     ConflictError,
     KeeptarError,
     NotFoundError,
+    Parameter,
     UsageError,
+    naming,
 )
 from keeptar.formats import ArchiveScanner, ImageInfo, read_images
 from keeptar.formats.loadable import Rewrite
@@ -169,8 +171,6 @@ def detect_source(
     Raises:
         UsageError: the argument is missing, ambiguous or unknown.
     """
-    if stdin_is_tty is None:
-        stdin_is_tty = sys.stdin.isatty()
     if forced is not None:
         if forced is SourceKind.STDIN:
             if argument not in (None, "-"):
@@ -186,7 +186,7 @@ def detect_source(
             raise UsageError(f"{argument!r} is not a collection PDH or UUID")
         return forced, argument
     if argument is None or argument == "-":
-        if argument is None and stdin_is_tty:
+        if argument is None and (sys.stdin.isatty() if stdin_is_tty is None else stdin_is_tty):
             raise UsageError(
                 "give an image archive (a file, - for standard input, a collection, "
                 "or --from docker IMAGE)"
@@ -224,8 +224,11 @@ def _choose_image(images: Sequence[ImageInfo], wanted: str | None) -> ImageInfo:
         listing = ", ".join(
             f"{image.id} ({', '.join(image.repo_tags) or 'untagged'})" for image in images
         )
-        raise UsageError(
-            f"the archive holds {len(images)} images; choose one with --image: {listing}"
+        raise naming(
+            UsageError,
+            f"the archive holds {len(images)} images; choose one with ",
+            Parameter("image"),
+            f": {listing}",
         )
     bare = wanted.removeprefix("sha256:")
     by_id = [i for i in images if bare and i.id.removeprefix("sha256:").startswith(bare)]
@@ -237,7 +240,11 @@ def _choose_image(images: Sequence[ImageInfo], wanted: str | None) -> ImageInfo:
     if len(by_tag) == 1:
         return by_tag[0]
     ids = ", ".join(i.id for i in images)
-    raise UsageError(f"--image {wanted!r} matches {len(by_id) or len(by_tag)} of the images: {ids}")
+    raise naming(
+        UsageError,
+        Parameter("image"),
+        f" {wanted!r} matches {len(by_id) or len(by_tag)} of the images: {ids}",
+    )
 
 
 def _check_format(backend: Backend, image: ImageInfo, force: bool) -> None:
@@ -247,14 +254,13 @@ def _check_format(backend: Backend, image: ImageInfo, force: bool) -> None:
     if needed in formats or force:
         return
     accepted = ", ".join(formats) or "none"
-    hint = (
-        "convert it with `keeptar migrate19`, or pass --force-image-format"
-        if needed == "v1"
-        else "pass --force-image-format to store it anyway"
-    )
-    raise ConflictError(
+    hint = "convert it with `keeptar migrate19`, or pass " if needed == "v1" else "pass "
+    raise naming(
+        ConflictError,
         f"image {image.id} is a Docker {needed} image, but this cluster accepts "
-        f"{accepted} (dockerImageFormats); {hint}"
+        f"{accepted} (dockerImageFormats); {hint}",
+        Parameter("force_image_format"),
+        "" if needed == "v1" else " to store it anyway",
     )
 
 
@@ -291,8 +297,14 @@ def _check_names(target: _Target, image: ImageInfo) -> None:
     name = target.name or collection_name(image.id, tags[0] if tags else None)
     problem = collection_name_problem(name)
     if problem is not None:
-        hint = "" if target.name else " (made from the tag; give a shorter one with --name)"
-        raise UsageError(f"{problem}{hint}")
+        if target.name:
+            raise UsageError(problem)
+        raise naming(
+            UsageError,
+            f"{problem} (made from the tag; give a shorter one with ",
+            Parameter("name"),
+            ")",
+        )
 
 
 # ---- the plan every source ends in ------------------------------------------------------
@@ -565,7 +577,7 @@ def _load_collection_file(
 def _docker_image_id(image: str) -> str:
     """The ID of the local Docker image *image* (a name or an ID), from ``docker image inspect``."""
     if shutil.which("docker") is None:
-        raise UsageError("--from docker needs the docker command and a running Docker daemon")
+        raise UsageError("loading from Docker needs the docker command and a running Docker daemon")
     process = subprocess.run(
         ["docker", "image", "inspect", "--format", "{{.Id}}", "--", image],
         capture_output=True,
@@ -647,12 +659,15 @@ def load_image(
     force_image_format: bool = False,
     progress: Callable[[int], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    input_stream: BinaryIO | None = None,
 ) -> LoadResult:
     """Load an image into *backend* and register it; see the module docstring.
 
+    The typed entry points (:mod:`keeptar.api`) are thin over this.
+
     Args:
         backend: where to store it.
-        source: the source argument (see :func:`detect_source`).
+        source: the source argument (see :func:`detect_source`); None with *stream*.
         source_kind: force the kind of source (``--from``).
         project_uuid: owner project (default: the user's home project).
         tag: ``repo[:tag]`` to register instead of the archive's own tags (from
@@ -668,13 +683,20 @@ def load_image(
             user should know of: an archive RepoTag that is not registered (Docker
             or the API server would refuse it), or an existing collection that is
             not reused because a compute node could not load it; each message once.
+        input_stream: a binary stream to read the archive from, once, as standard input
+            is read (no seeking); *source* and *source_kind* must then be None.
 
     Raises:
         KeeptarError: see :mod:`keeptar.errors`; nothing is left registered.
         UsageError: also for a ``--tag`` or ``--name`` that Docker or the API
             server would refuse, before anything is read or stored.
     """
-    kind, value = detect_source(source, source_kind)
+    if input_stream is not None:
+        if source is not None or source_kind is not None:
+            raise UsageError("give a source or a stream, not both")
+        kind, value = SourceKind.STDIN, "-"
+    else:
+        kind, value = detect_source(source, source_kind)
     docker_id = None
     if kind is SourceKind.DOCKER:
         docker_id = _docker_image_id(value)
@@ -683,15 +705,22 @@ def load_image(
     if tag is not None:
         typed = str(parse_image_ref(tag))
         problem = link_name_problem(typed)
-        if problem is None and not name:  # the default name's length does not hang on the ID
-            problem = collection_name_problem(collection_name("0" * 12, typed))
-            problem = problem and f"{problem} (the default name holds the tag; give --name)"
         if problem is not None:
-            raise UsageError(f"--tag {abbreviate(typed)}: {problem}")
+            raise naming(UsageError, Parameter("tag"), f" {abbreviate(typed)}: {problem}")
+        if not name:  # the default name's length does not hang on the ID
+            problem = collection_name_problem(collection_name("0" * 12, typed))
+            if problem is not None:
+                raise naming(
+                    UsageError,
+                    Parameter("tag"),
+                    f" {abbreviate(typed)}: {problem} (the default name holds the tag; give ",
+                    Parameter("name"),
+                    ")",
+                )
     if name:
         problem = collection_name_problem(name)
         if problem is not None:
-            raise UsageError(f"--name: {problem}")
+            raise naming(UsageError, Parameter("name"), f": {problem}")
     target = _Target(backend, resolve_owner(backend, project_uuid), tag, name, force, _once(warn))
 
     if kind in (SourceKind.COLLECTION, SourceKind.ARV_MOUNT):
@@ -711,7 +740,10 @@ def load_image(
                 raise
             kind = SourceKind.FILE  # a mount of another cluster: copy the bytes instead
 
-    opened = open_source(value) if docker_id is None else _docker_save(docker_id)
+    if docker_id is not None:
+        opened = _docker_save(docker_id)
+    else:
+        opened = open_source(value if input_stream is None else input_stream)
     with opened as stream:
         if kind is SourceKind.FILE and _is_plain_file(stream):
             return _load_plain_file(

@@ -166,7 +166,7 @@ def test_force_uploads_and_registers_again(backend: Any) -> None:
 
 def test_multi_image_archives_need_a_choice(backend: Any) -> None:
     two = str(fixture_path("docker-v2-two-images.tar"))
-    with pytest.raises(UsageError, match="holds 2 images; choose one with --image"):
+    with pytest.raises(UsageError, match="holds 2 images; choose one with the image argument"):
         load_image(backend, two)
     ids = {img["id"]: img for img in TRUTH["docker-v2-two-images.tar"]["images"]}
     base = next(

@@ -15,7 +15,7 @@ import typer
 from typer.core import TyperGroup
 
 from keeptar.cli._coerce import light_coercion
-from keeptar.errors import KeeptarError
+from keeptar.errors import KeeptarError, cli_message
 
 __all__ = [
     "BROKEN_PIPE",
@@ -159,7 +159,7 @@ def reporting_errors() -> Iterator[None]:
     try:
         yield
     except KeeptarError as exc:
-        raise fail(str(exc), exc.exit_code) from None
+        raise fail(cli_message(exc), exc.exit_code) from None
     except KeyboardInterrupt:
         raise fail("interrupted", 130) from None
 

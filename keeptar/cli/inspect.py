@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -21,6 +22,7 @@ from keeptar.cli._app import (
 )
 
 if TYPE_CHECKING:
+    from keeptar.catalog.inspection import StoredRegistration
     from keeptar.formats import ArchiveInfo
 
 
@@ -29,7 +31,8 @@ def inspect_command(
     target: Annotated[
         str,
         typer.Argument(
-            help="Image archive: a file path, - for standard input, or a collection PDH or UUID."
+            help="Image archive: a file path, - for standard input, a collection PDH or UUID, "
+            "or a stored image's REPO[:TAG] or image ID prefix."
         ),
     ] = "-",
     as_json: JsonOption = False,
@@ -49,40 +52,64 @@ def inspect_command(
     Reads plain or compressed (gzip, zstd, xz, bzip2) archives in one pass.
     Layer data is skipped unless --verify is given; for a collection, only the
     Keep blocks holding headers and metadata are fetched.
+
+    A stored image (a collection, or a name or ID prefix found as `keeptar images`
+    finds it) also shows its registration: the links, properties and migration
+    links, whether the API server would run it, and every disagreement between
+    the links, the file name and the archive (with --verify, missing blocks too).
     """
-    from keeptar.archive import inspect_collection, inspect_source
+    from keeptar.archive import inspect_source
     from keeptar.streaming.sources import open_source
 
+    registration: StoredRegistration | None = None
     with reporting_errors():
-        if _is_collection(target):
+        if _is_stored(target):
+            from keeptar.archive import inspect_stored_image
             from keeptar.backends import open_backend
 
             store = open_backend(backend, quiet=True, read_only=True)
-            info, fetched, blocks = inspect_collection(store, target, verify=verify)
+            found, registration, fetched, blocks = inspect_stored_image(
+                store, target, verify=verify
+            )
             note = f"read {fetched} of {blocks} Keep blocks"
         else:
             with (
                 open_source(target) as source,
                 progress_reporter(progress, source.size, "inspect") as report,
             ):
-                info = inspect_source(source, verify=verify, progress=report)
+                found = inspect_source(source, verify=verify, progress=report)
             note = ""
     if as_json:
-        emit_json(info.to_json())
+        doc = found.to_json() if found is not None else {}
+        emit_json(doc if registration is None else {**doc, **registration.to_json()})
     else:
-        echo(render_text(info))
-    for warning in info.warnings:
+        parts = [render_text(found)] if found is not None else []
+        if registration is not None:
+            parts.append(render_registration(registration))
+        echo("\n\n".join(parts))
+    for warning in found.warnings if found is not None else ():
         sys.stderr.write(f"keeptar: warning: {warning}\n")
     if note:
         typer.echo(note, err=True)
 
 
-def _is_collection(target: str) -> bool:
+_ARCHIVE_SUFFIXES = (".tar", ".tgz", ".gz", ".zst", ".zstd", ".xz", ".bz2", ".tbz2", ".txz")
+
+
+def _is_stored(target: str) -> bool:
+    """Whether *target* names a stored image (a collection, an image name or ID prefix)
+    rather than a file: not ``-``, no existing path, nothing spelled like a path."""
     if target == "-" or Path(target).exists():
         return False
     from keeptar.keep.manifest import is_collection_ref
 
-    return is_collection_ref(target)
+    if is_collection_ref(target):
+        return True
+    return not (
+        target.startswith(("/", "./", "../", "~"))
+        or target.lower().endswith(_ARCHIVE_SUFFIXES)
+        or "\\" in target
+    )
 
 
 def render_text(info: ArchiveInfo) -> str:
@@ -104,3 +131,41 @@ def render_text(info: ArchiveInfo) -> str:
         lines.append("")
         lines.append("verified: every layer matches its diff ID")
     return "\n".join(lines)
+
+
+def render_registration(registration: StoredRegistration) -> str:
+    """The human "Registration" block of a stored image."""
+    collection = registration.collection
+    lines = [
+        "Registration",
+        f"Collection:    {collection['uuid']} ({collection['portable_data_hash']})",
+        f"Name:          {_shown(collection.get('name') or '<none>')}",
+        f"Owner:         {collection.get('owner_uuid')}",
+        f"Files:         {', '.join(_shown(f['path']) for f in collection['files']) or '<none>'}",
+    ]
+    properties = registration.properties
+    lines.append(
+        f"Properties:    {json.dumps(properties, sort_keys=True) if properties else '<none>'}"
+    )
+    links = registration.links
+    lines.append(f"Links:         {len(links) or '<none>'}")
+    for link in links:
+        if link["link_class"] == "docker_image_migration":
+            where = f"{link['tail_uuid']} -> {link['head_uuid']}"
+            lines.append(f"  docker_image_migration {where}  owner {link['owner_uuid']}")
+        else:
+            stamp = _shown(str(link["image_timestamp"] or "<no image_timestamp>"))
+            name = _shown(str(link["name"]))
+            lines.append(f"  {link['link_class']:<22} {name}  owner {link['owner_uuid']}  {stamp}")
+    lines.append(f"Accepted by server: {'yes' if registration.accepted_by_server else 'no'}")
+    if registration.problems:
+        lines.append("Problems:")
+        lines.extend(f"  - {_shown(problem)}" for problem in registration.problems)
+    else:
+        lines.append("Problems:      none")
+    return "\n".join(lines)
+
+
+def _shown(text: str) -> str:
+    """*text* as is if printable, else quoted with escapes (names and links are untrusted)."""
+    return text if text.isprintable() else repr(text)
