@@ -31,6 +31,7 @@ COMMANDS = {
     "info": "keeptar.cli.info",
     "inspect": "keeptar.cli.inspect",
     "load": "keeptar.cli.load",
+    "migrate19": "keeptar.cli.migrate19",
 }
 
 
