@@ -145,6 +145,12 @@ def _check_migrated(store: Store, docker_ids: dict[str, str]) -> None:
         ]
         assert len(same) == 1
         assert new["owner_uuid"] == old_record["owner_uuid"]
+        # One file, named as arv-keepdocker names a v2 image's (the server's v2 pattern).
+        assert {
+            token.split(":", 2)[2].replace("\\072", ":")
+            for token in new["manifest_text"].split()
+            if ":" in token
+        } == {f"{expected}.tar"}
         assert hashes[0]["owner_uuid"] == old_record["owner_uuid"]
         old_hash = next(
             link

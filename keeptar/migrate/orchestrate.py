@@ -303,7 +303,7 @@ def _native_manifest(backend: Backend, old: OldImage, item: ManifestFile) -> tup
     if len(conversion.images) != 1:
         raise ArchiveError(f"{name} holds {len(conversion.images)} images, not one")
     image = conversion.images[0]
-    file_name = image.id.removeprefix("sha256:") + ".tar"
+    file_name = f"{image.id}.tar"  # as arv-keepdocker names a v2 image's file
     manifest = rewrite_manifest(backend, item.segments, conversion.rewrite, file_name)
     return image.id, file_name, manifest
 
