@@ -205,6 +205,37 @@ def test_migrates_every_v1_image_to_dockers_ids(store: Store, docker_ids: dict[s
     assert (len(store.records("collections")), len(store.records("links"))) == counts
 
 
+def test_an_image_without_a_hash_link_is_old_too(store: Store, docker_ids: dict[str, str]) -> None:
+    """Listed as <unknown> (a name link, no hash link): migrated like the others."""
+    old = store.old[APP]
+    hash_links = [
+        link
+        for link in store.records("links")
+        if link["link_class"] == "docker_image_hash" and link["head_uuid"] == old["uuid"]
+    ]
+    assert len(hash_links) == 1
+    if store.emu is not None:
+        store.emu.api().links().delete(uuid=hash_links[0]["uuid"]).execute()
+    else:
+        from keeptar.backends.embedded import EmbeddedBackend
+
+        EmbeddedBackend(store.home).delete_link(hash_links[0]["uuid"])
+    outcomes, _ = _migrate(store)
+    unknown = next(o for o in outcomes if o["old_pdh"] == old["portable_data_hash"])
+    assert unknown["old_image_id"] == "<unknown>"
+    assert unknown["image_id"] == docker_ids[APP]
+    names = [
+        link
+        for link in store.records("links")
+        if link["link_class"] == "docker_image_repo+tag"
+        and link["head_uuid"] == unknown["collection"]
+    ]
+    assert [link["name"] for link in names] == [TAGS[APP]]
+    assert (
+        names[0]["properties"]["image_timestamp"] == hash_links[0]["properties"]["image_timestamp"]
+    )
+
+
 def test_human_output_and_progress(store: Store) -> None:
     done = store.run("migrate19", "--engine", "native")
     assert done.returncode == 0, done.stderr

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from keeptar.backends import Backend, Record
-from keeptar.catalog.images import HASH_LINK, list_images, sort_links
+from keeptar.catalog.images import HASH_LINK, REPO_TAG_LINK, list_images, sort_links
 from keeptar.catalog.registration import ImageRegistration, register_image
 from keeptar.errors import ArchiveError, KeeptarError, UsageError
 from keeptar.keep.manifest import ManifestFile, parse_manifest
@@ -237,7 +237,11 @@ def find_unmigrated(backend: Backend, only: Iterable[str] | None = None) -> Migr
         hashes = sort_links(
             backend.list_links([["link_class", "=", HASH_LINK], ["head_uuid", "=", uuid]])
         )
-        stamp = (hashes[0].get("properties") or {}).get("image_timestamp") if hashes else None
+        # The hash link's image_timestamp; with none (an <unknown> image), a name link's.
+        stamped = hashes or sort_links(
+            backend.list_links([["link_class", "=", REPO_TAG_LINK], ["head_uuid", "=", uuid]])
+        )
+        stamp = (stamped[0].get("properties") or {}).get("image_timestamp") if stamped else None
         item = _image_file(record.get("manifest_text") or "")
         images.append(
             OldImage(
