@@ -329,6 +329,23 @@ def test_killed_mid_migration_then_run_again(
     _check_migrated(store, docker_ids)
 
 
+def test_killed_while_the_second_image_migrates(store: Store, docker_ids: dict[str, str]) -> None:
+    """SIGKILL as soon as the second image starts; the next run finishes, doubling nothing."""
+    run = store.popen("migrate19", "--engine", "native", "--json")
+    assert run.stderr is not None
+    for line in run.stderr:
+        if line.startswith(b"[2/2] migrating"):
+            break
+    run.send_signal(signal.SIGKILL)
+    run.communicate(timeout=60)
+    assert run.returncode == -signal.SIGKILL
+    left = store.run("migrate19", "--print-unmigrated")
+    assert len(left.stdout.split()) <= 1  # the first image is done (the second may be)
+    again = store.run("migrate19", "--engine", "native", "--json")
+    assert again.returncode == 0, again.stderr.decode()
+    _check_migrated(store, docker_ids)
+
+
 def test_a_failed_image_does_not_stop_the_others(store: Store, docker_ids: dict[str, str]) -> None:
     """A v1-hashed collection whose file is no image: reported, the rest migrated, exit 1."""
     empty = ". d41d8cd98f00b204e9800998ecf8427e+0 0:0:broken.tar\n"
