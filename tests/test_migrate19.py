@@ -427,3 +427,43 @@ def test_docker_engine(
     )  # fmt: skip
     assert done.returncode == 0, done.stderr.decode()
     _check_migrated(store, docker_ids)
+
+
+def test_too_little_space_stops_unless_forced(store: Store, tmp_path: Path) -> None:
+    """The docker engine's check: an image whose file is bigger than free space / 20 (vfs)."""
+    if store.emu is not None:
+        pytest.skip("the check is the same on both backends: once is enough")
+    import hashlib
+    import shutil
+
+    from keeptar.backends.embedded import EmbeddedBackend
+
+    local = EmbeddedBackend(store.home)
+    block = bytes(8 << 20)
+    locator = local.put_block(block)
+    assert locator.startswith(hashlib.md5(block).hexdigest())
+    count = shutil.disk_usage(tmp_path).free // 20 // len(block) + 1
+    size = count * len(block)
+    big = local.create_collection(
+        manifest_text=f". {' '.join([locator] * count)} 0:{size}:{'1' * 64}.tar\n",
+        name="big v1",
+        owner_uuid=local.current_user().uuid,
+        properties={},
+    )
+    local.create_link(
+        link_class="docker_image_hash", name="1" * 64, head_uuid=big["uuid"], properties={}
+    )
+    args = ("migrate19", "--dry-run", "--storage-driver", "vfs", "--tempdir", str(tmp_path))
+    stopped = store.run(*args)
+    assert stopped.returncode == 1
+    err = stopped.stderr.decode().splitlines()[-1]  # after --dry-run's counts
+    assert err.startswith(f"keeptar: error: not enough free space in {tmp_path}")
+    assert f"{size * 20} needed" in err and "--force" in err
+    forced = store.run(*args, "--force", "--json")
+    assert forced.returncode == 0, forced.stderr
+    assert "going on (--force)" in forced.stderr.decode()
+    doc = json.loads(forced.stdout)
+    assert (doc["largest_bytes"], doc["space_needed"], doc["space_ok"]) == (size, size * 20, False)
+    # The native engine needs no scratch space.
+    native = store.run("migrate19", "--engine", "native", "--dry-run", "--json")
+    assert native.returncode == 0 and json.loads(native.stdout)["space_ok"] is True
