@@ -31,6 +31,7 @@ COMMANDS = {
     "info": "keeptar.cli.info",
     "inspect": "keeptar.cli.inspect",
     "load": "keeptar.cli.load",
+    "migrate19": "keeptar.cli.migrate19",
     "push": "keeptar.cli.tagging",
     "tag": "keeptar.cli.tagging",
     "untag": "keeptar.cli.tagging",
