@@ -1,7 +1,7 @@
 """``keeptar inspect``: describe the images in an archive without storing anything."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typer reads the command's annotations, and
+# as strings each would be compiled again on every run (start-up, issue 8).
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -85,7 +85,7 @@ def _is_collection(target: str) -> bool:
     return is_collection_ref(target)
 
 
-def render_text(info: ArchiveInfo) -> str:
+def render_text(info: "ArchiveInfo") -> str:
     """Human-readable summary of *info*."""
     compression = "" if info.compression == "none" else f", {info.compression}-compressed"
     count = len(info.images)
