@@ -194,9 +194,9 @@ def main() -> None:
     if baseline:
         lines[-1:-1] = [
             f"- `{baseline[0].split(':')[0]}` is another checkout run in the same rounds: "
-            f"`inspect` there took {median_cpu[baseline[0]] * 1000:.0f} ms CPU, here "
-            f"{median_cpu[f'python3 -m keeptar inspect {SAMPLE}'] * 1000:.0f} ms "
-            f"({over(baseline[0], FLOOR)} over the floor)"
+            f"`python3 -m keeptar inspect` there took {median_cpu[baseline[0]] * 1000:.0f} ms "
+            f"CPU ({over(baseline[0], FLOOR)} over the floor), here "
+            f"{median_cpu[f'python3 -m keeptar inspect {SAMPLE}'] * 1000:.0f} ms"
         ]
     report = "\n".join(lines)
     print(report)
