@@ -1,7 +1,7 @@
 """Start-up stays short: commands import only what they use (checked by module, not by time).
 
 Speed itself is measured in benchmarks/bench_startup.py; these tests guard the
-laziness that makes it, with ``python -X importtime`` on the real entry point.
+laziness that makes it, with the modules loaded by the real entry point.
 """
 
 from __future__ import annotations
@@ -22,22 +22,27 @@ APP = fixture_path("docker-v2-app.tar")
 HEAVY = {"arvados", "googleapiclient", "pydantic", "rich", "zstandard", "sqlite3", "ciso8601"}
 
 
+#: ``python -m keeptar``, which also writes every module loaded on stderr as it exits.
+#: (sys.modules, not ``-X importtime``: that misses importlib.import_module's imports.)
+_RUN_AND_LIST = (
+    "import atexit, runpy, sys\n"
+    "atexit.register(lambda: sys.stderr.write('\\nMODULES ' + ' '.join(sys.modules) + '\\n'))\n"
+    "runpy.run_module('keeptar', run_name='__main__', alter_sys=True)\n"
+)
+
+
 def imported_modules(*args: str, env: dict[str, str] | None = None) -> set[str]:
-    """Every module `python -X importtime -m keeptar ARGS` imports (it must succeed)."""
+    """Every module `python -m keeptar ARGS` has loaded when it exits (it must succeed)."""
     result = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "keeptar", *args],
+        [sys.executable, "-c", _RUN_AND_LIST, *args],
         capture_output=True,
         env={**os.environ, **(env or {})},
         stdin=subprocess.DEVNULL,
         timeout=120,
     )
     assert result.returncode == 0, result.stderr.decode()[-2000:]
-    names = set()
-    for line in result.stderr.decode().splitlines():
-        if line.startswith("import time:") and line.count("|") == 2:
-            name = line.rsplit("|", 1)[1].strip()
-            if name != "package":  # the header line
-                names.add(name)
+    listed = result.stderr.decode().rsplit("\nMODULES ", 1)[1]
+    names = set(listed.split())
     assert "keeptar" in names  # the parse worked
     return names
 
@@ -79,6 +84,61 @@ def test_inspecting_a_file_imports_no_backend_and_no_pydantic(extra: list[str]) 
     }
     # Only the command that runs is registered (typer builds the options of each).
     assert not names & {"keeptar.cli.load", "keeptar.cli.images", "keeptar.cli.info"}
+
+
+def test_inspecting_a_docker_v2_archive_imports_only_the_layouts_asked() -> None:
+    """Layouts are imported in detection order, and the OCI walker only to verify."""
+    names = imported_modules("inspect", str(APP))
+    assert {"keeptar.formats.docker_oci", "keeptar.formats.docker_v2"} <= names
+    assert not names & {
+        "keeptar.formats.oci_archive",
+        "keeptar.formats.docker_v1",
+        "keeptar.formats._oci",
+    }
+
+
+def test_reading_a_plain_archive_imports_no_bz2_or_lzma() -> None:
+    # -S: no site, whose .pth files may import them (shutil does) before keeptar runs.
+    code = (
+        "import sys, keeptar.archive\n"
+        "keeptar.archive.inspect_archive(sys.argv[1])\n"
+        "print(' '.join(sorted({'bz2', 'lzma'} & set(sys.modules))))\n"
+    )
+    root = Path(__file__).resolve().parent.parent
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", code, str(APP)],
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        cwd=root,
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    assert result.stdout.decode().split() == []
+
+
+def test_no_dataclass_on_inspects_path_compiles_its_methods_at_import() -> None:
+    """Classes on ``keeptar inspect``'s path are @record, not @dataclass (tests/test_record.py).
+
+    @dataclass compiles each generated method from source text at every import;
+    a record's methods come from the .pyc.
+    """
+    import dataclasses
+    import importlib
+
+    checked = 0
+    for name in sorted(imported_modules("inspect", "--json", str(APP))):
+        if not name.startswith("keeptar"):
+            continue
+        module = importlib.import_module(name)
+        for cls in vars(module).values():
+            if not (
+                isinstance(cls, type) and cls.__module__ == name and dataclasses.is_dataclass(cls)
+            ):
+                continue
+            checked += 1
+            for method in ("__init__", "__repr__", "__eq__", "__hash__", "__setattr__"):
+                code = getattr(vars(cls).get(method), "__code__", None)
+                assert code is None or code.co_filename != "<string>", (cls, method)
+    assert checked >= 10
 
 
 def test_help_lists_every_command() -> None:

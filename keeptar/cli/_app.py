@@ -1,7 +1,7 @@
 """The typer application, error reporting and progress shared by every command."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: typer reads the root callback's annotations,
+# and as strings each would be compiled again on every run (start-up, issue 8).
 import contextlib
 import json
 import os

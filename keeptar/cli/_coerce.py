@@ -17,7 +17,6 @@ change, it does nothing and typer works as usual, only slower
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["light_coercion"]
@@ -29,8 +28,8 @@ except ImportError:  # pragma: no cover - another typer: leave its conversion al
 
 
 if RuntimeParam is not None:
-
-    @dataclass(frozen=True)
+    # No @dataclass here: it adds no field, so RuntimeParam's generated methods
+    # serve as they are, and decorating again would compile them anew (~1 ms).
     class _PassThrough(RuntimeParam):
         """Values that already have the parameter's type are returned unchanged."""
 

@@ -1,6 +1,7 @@
 """``keeptar inspect``: describe the images in an archive without storing anything."""
 
-from __future__ import annotations
+# No `from __future__ import annotations`: typer reads the command's annotations, and
+# as strings each would be compiled again on every run (start-up, issue 8).
 
 import json
 import sys
@@ -112,7 +113,7 @@ def _is_stored(target: str) -> bool:
     )
 
 
-def render_text(info: ArchiveInfo) -> str:
+def render_text(info: "ArchiveInfo") -> str:
     """Human-readable summary of *info*."""
     compression = "" if info.compression == "none" else f", {info.compression}-compressed"
     count = len(info.images)
@@ -133,7 +134,7 @@ def render_text(info: ArchiveInfo) -> str:
     return "\n".join(lines)
 
 
-def render_registration(registration: StoredRegistration) -> str:
+def render_registration(registration: "StoredRegistration") -> str:
     """The human "Registration" block of a stored image."""
     collection = registration.collection
     lines = [

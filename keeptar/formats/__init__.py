@@ -17,10 +17,10 @@ the first that claims the archive build the images.
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 
 from keeptar.errors import ArchiveError
-from keeptar.formats import crane, docker_archive, docker_oci, docker_v1, docker_v2, oci_archive
 from keeptar.formats._model import ArchiveFormat, ArchiveInfo, ImageInfo, LayerInfo
 from keeptar.formats._scan import ArchiveScan, ArchiveScanner
 
@@ -35,13 +35,15 @@ __all__ = [
     "read_images",
 ]
 
-LAYOUTS: tuple[ModuleType, ...] = (
-    docker_oci,
-    crane,
-    docker_archive,
-    docker_v2,
-    oci_archive,
-    docker_v1,
+#: The layout modules in the order they are asked, by name: each is imported
+#: only when the ones before it have declined (start-up, tests/test_startup.py).
+LAYOUTS: tuple[str, ...] = (
+    "docker_oci",
+    "crane",
+    "docker_archive",
+    "docker_v2",
+    "oci_archive",
+    "docker_v1",
 )
 
 
@@ -51,7 +53,8 @@ def detect_layout(scan: ArchiveScan) -> ModuleType:
     Raises:
         ArchiveError: no layout does (for example a tar of ordinary files).
     """
-    for layout in LAYOUTS:
+    for name in LAYOUTS:
+        layout = importlib.import_module(f"keeptar.formats.{name}")
         if layout.detect(scan):
             return layout
     files = scan.regular_paths()

@@ -17,14 +17,17 @@ ignored.  A stream that ends inside a member raises
 
 from __future__ import annotations
 
-import bz2
 import enum
-import lzma
 import zlib
 from collections import deque
+from typing import TYPE_CHECKING
 
 from keeptar.errors import ArchiveError
 from keeptar.streaming._events import NEED_DATA, NeedData
+
+if TYPE_CHECKING:
+    import bz2
+    import lzma
 
 __all__ = ["MAX_ZSTD_WINDOW", "Compression", "Decompressor", "detect_compression"]
 
@@ -297,8 +300,12 @@ def _new_member(kind: Compression) -> _ZlibMember | _LzmaLikeMember | _ZstdMembe
     if kind is Compression.GZIP:
         return _ZlibMember()
     if kind is Compression.BZIP2:
+        import bz2  # imported when used: most archives are plain or gzip
+
         return _LzmaLikeMember(bz2.BZ2Decompressor())
     if kind is Compression.XZ:
+        import lzma
+
         return _LzmaLikeMember(lzma.LZMADecompressor(format=lzma.FORMAT_XZ))
     if kind is Compression.ZSTD:
         return _ZstdMember()
