@@ -28,6 +28,7 @@ except ImportError:  # pragma: no cover - another typer: leave its conversion al
 
 
 if RuntimeParam is not None:
+
     # No @dataclass here: it adds no field, so RuntimeParam's generated methods
     # serve as they are, and decorating again would compile them anew (~1 ms).
     class _PassThrough(RuntimeParam):

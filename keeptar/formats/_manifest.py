@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from keeptar._record import record
 from keeptar.errors import ArchiveError, VerificationError
 from keeptar.formats._model import ArchiveFormat, ImageInfo, LayerInfo
 from keeptar.formats._names import MANIFEST_JSON
@@ -21,18 +21,13 @@ from keeptar.streaming import normalize_member_path
 __all__ = ["ManifestItem", "check_archive_path", "images_from_manifest", "read_manifest"]
 
 
-@record(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class ManifestItem:
     """One entry of manifest.json, validated and with normalised paths."""
 
     config: str
     repo_tags: tuple[str, ...]
     layers: tuple[str, ...]
-
-    def __init__(self, config: str, repo_tags: tuple[str, ...], layers: tuple[str, ...]) -> None:
-        object.__setattr__(self, "config", config)
-        object.__setattr__(self, "repo_tags", repo_tags)
-        object.__setattr__(self, "layers", layers)
 
 
 def check_archive_path(value: Any, *, what: str) -> str:

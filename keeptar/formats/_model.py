@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import field
+from dataclasses import dataclass, field
 from typing import Any
 
-from keeptar._record import record
-
 __all__ = ["ArchiveFormat", "ArchiveInfo", "ImageInfo", "LayerInfo"]
-
-#: How a frozen record's ``__init__`` sets its fields (as ``@dataclass``'s does).
-_set = object.__setattr__
 
 
 class ArchiveFormat(str, enum.Enum):
@@ -31,7 +26,7 @@ class ArchiveFormat(str, enum.Enum):
         return self is ArchiveFormat.DOCKER_V1
 
 
-@record(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class LayerInfo:
     """One layer, base layer first.
 
@@ -48,14 +43,6 @@ class LayerInfo:
     diff_id: str | None = None
     digest: str | None = None
 
-    def __init__(
-        self, *, path: str, size: int, diff_id: str | None = None, digest: str | None = None
-    ) -> None:
-        _set(self, "path", path)
-        _set(self, "size", size)
-        _set(self, "diff_id", diff_id)
-        _set(self, "digest", digest)
-
     def to_json(self) -> dict[str, Any]:
         """Return the JSON form used by ``keeptar inspect --json``."""
         out: dict[str, Any] = {"path": self.path, "size": self.size, "diff_id": self.diff_id}
@@ -64,7 +51,7 @@ class LayerInfo:
         return out
 
 
-@record(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ImageInfo:
     """One image in an archive.
 
@@ -91,29 +78,6 @@ class ImageInfo:
     config_path: str
     config: Mapping[str, Any] = field(repr=False, compare=False)
 
-    def __init__(
-        self,
-        *,
-        format: ArchiveFormat,
-        id: str,
-        created: str | None,
-        repo_tags: tuple[str, ...],
-        architecture: str | None,
-        os: str | None,
-        layers: tuple[LayerInfo, ...],
-        config_path: str,
-        config: Mapping[str, Any],
-    ) -> None:
-        _set(self, "format", format)
-        _set(self, "id", id)
-        _set(self, "created", created)
-        _set(self, "repo_tags", repo_tags)
-        _set(self, "architecture", architecture)
-        _set(self, "os", os)
-        _set(self, "layers", layers)
-        _set(self, "config_path", config_path)
-        _set(self, "config", config)
-
     @property
     def short_id(self) -> str:
         """The 12 hex digits Docker shows, without ``sha256:``."""
@@ -137,7 +101,7 @@ class ImageInfo:
         }
 
 
-@record(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ArchiveInfo:
     """Everything one pass learned about an archive.
 
@@ -158,23 +122,6 @@ class ArchiveInfo:
     tar_bytes: int
     verified: bool = False
     warnings: tuple[str, ...] = ()
-
-    def __init__(
-        self,
-        *,
-        format: ArchiveFormat,
-        compression: str,
-        images: tuple[ImageInfo, ...],
-        tar_bytes: int,
-        verified: bool = False,
-        warnings: tuple[str, ...] = (),
-    ) -> None:
-        _set(self, "format", format)
-        _set(self, "compression", compression)
-        _set(self, "images", images)
-        _set(self, "tar_bytes", tar_bytes)
-        _set(self, "verified", verified)
-        _set(self, "warnings", warnings)
 
     def to_json(self) -> dict[str, Any]:
         """Return the JSON document ``keeptar inspect --json`` prints."""

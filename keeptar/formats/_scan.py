@@ -12,9 +12,9 @@ import hashlib
 import json
 import posixpath
 import re
+from dataclasses import dataclass
 from typing import Any
 
-from keeptar._record import record
 from keeptar.errors import ArchiveError
 from keeptar.formats._names import (
     INDEX_JSON,
@@ -47,7 +47,7 @@ _JSON_NAMES = frozenset({MANIFEST_JSON, INDEX_JSON, OCI_LAYOUT, REPOSITORIES})
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-@record(slots=True)
+@dataclass(slots=True)
 class Member:
     """What the scan recorded about one member."""
 
@@ -57,22 +57,6 @@ class Member:
     compression: Compression = Compression.NONE
     data: bytes | None = None  #: captured bytes
     oversize: bool = False  #: wanted in memory, but over the cap
-
-    def __init__(
-        self,
-        header: MemberHeader,
-        sha256: str | None = None,
-        uncompressed_sha256: str | None = None,
-        compression: Compression = Compression.NONE,
-        data: bytes | None = None,
-        oversize: bool = False,
-    ) -> None:
-        self.header = header
-        self.sha256 = sha256
-        self.uncompressed_sha256 = uncompressed_sha256
-        self.compression = compression
-        self.data = data
-        self.oversize = oversize
 
     @property
     def path(self) -> str:

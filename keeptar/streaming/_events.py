@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import enum
-
-from keeptar._record import record
+from dataclasses import dataclass
 
 __all__ = [
     "NEED_DATA",
@@ -16,10 +15,6 @@ __all__ = [
     "MemberType",
     "NeedData",
 ]
-
-
-#: How a frozen record's ``__init__`` sets its fields (as ``@dataclass``'s does).
-_set = object.__setattr__
 
 
 class NeedData(enum.Enum):
@@ -45,7 +40,7 @@ class MemberType(enum.Enum):
     OTHER = "other"  # devices, FIFOs, vendor types: never part of an image layout
 
 
-@record(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class MemberHeader:
     """A member's header, with GNU long names and PAX overrides already applied.
 
@@ -72,29 +67,8 @@ class MemberHeader:
     header_offset: int
     data_offset: int
 
-    def __init__(
-        self,
-        *,
-        name: str,
-        path: str,
-        type: MemberType,
-        size: int,
-        linkname: str,
-        mode: int,
-        header_offset: int,
-        data_offset: int,
-    ) -> None:
-        _set(self, "name", name)
-        _set(self, "path", path)
-        _set(self, "type", type)
-        _set(self, "size", size)
-        _set(self, "linkname", linkname)
-        _set(self, "mode", mode)
-        _set(self, "header_offset", header_offset)
-        _set(self, "data_offset", data_offset)
 
-
-@record(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class MemberData:
     """A piece of the current member's data, in stream order.
 
@@ -104,21 +78,15 @@ class MemberData:
 
     data: memoryview
 
-    def __init__(self, data: memoryview) -> None:
-        _set(self, "data", data)
 
-
-@record(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class MemberEnd:
     """The current member's data is complete."""
 
     member: MemberHeader
 
-    def __init__(self, member: MemberHeader) -> None:
-        _set(self, "member", member)
 
-
-@record(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class ArchiveEnd:
     """The end-of-archive marker was read (or the stream ended at a member boundary).
 
@@ -130,10 +98,6 @@ class ArchiveEnd:
 
     offset: int
     members: int
-
-    def __init__(self, offset: int, members: int) -> None:
-        _set(self, "offset", offset)
-        _set(self, "members", members)
 
 
 Event = MemberHeader | MemberData | MemberEnd | ArchiveEnd

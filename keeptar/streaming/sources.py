@@ -15,9 +15,9 @@ import os
 import stat
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import BinaryIO
 
-from keeptar._record import record
 from keeptar.errors import ArchiveError, UsageError
 from keeptar.streaming._events import NEED_DATA, ArchiveEnd, Event
 from keeptar.streaming._tar import TarReader
@@ -164,7 +164,7 @@ def open_source(target: str | os.PathLike[str] | BinaryIO) -> Iterator[ByteSourc
         source.close()
 
 
-@record(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True)
 class StreamResult:
     """What one pass over a source saw.
 
@@ -180,14 +180,6 @@ class StreamResult:
     input_bytes: int
     tar_bytes: int
     end: ArchiveEnd
-
-    def __init__(
-        self, compression: Compression, input_bytes: int, tar_bytes: int, end: ArchiveEnd
-    ) -> None:
-        object.__setattr__(self, "compression", compression)
-        object.__setattr__(self, "input_bytes", input_bytes)
-        object.__setattr__(self, "tar_bytes", tar_bytes)
-        object.__setattr__(self, "end", end)
 
 
 def run_tar_stream(
