@@ -115,32 +115,6 @@ def test_reading_a_plain_archive_imports_no_bz2_or_lzma() -> None:
     assert result.stdout.decode().split() == []
 
 
-def test_no_dataclass_on_inspects_path_compiles_its_methods_at_import() -> None:
-    """Classes on ``keeptar inspect``'s path are @record, not @dataclass (tests/test_record.py).
-
-    @dataclass compiles each generated method from source text at every import;
-    a record's methods come from the .pyc.
-    """
-    import dataclasses
-    import importlib
-
-    checked = 0
-    for name in sorted(imported_modules("inspect", "--json", str(APP))):
-        if not name.startswith("keeptar"):
-            continue
-        module = importlib.import_module(name)
-        for cls in vars(module).values():
-            if not (
-                isinstance(cls, type) and cls.__module__ == name and dataclasses.is_dataclass(cls)
-            ):
-                continue
-            checked += 1
-            for method in ("__init__", "__repr__", "__eq__", "__hash__", "__setattr__"):
-                code = getattr(vars(cls).get(method), "__code__", None)
-                assert code is None or code.co_filename != "<string>", (cls, method)
-    assert checked >= 10
-
-
 def test_help_lists_every_command() -> None:
     from keeptar.cli import COMMANDS
 
