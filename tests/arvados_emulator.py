@@ -215,6 +215,7 @@ class Emulator:
         )
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
+        self.keep_bytes_served = 0  # block bytes the keepstores sent to GETs
         self._tmp = Path(tempfile.mkdtemp(prefix="arv-emulator-"))
         self.block_dirs = [self._tmp / f"keep{n}" for n in range(self.keepstores)]
         for folder in self.block_dirs:
@@ -720,7 +721,11 @@ class _KeepHandler(_Base):
         path = self.volume / match.group(1)
         if not path.exists():
             return self.send(404, b"Not Found\n", "text/plain")
-        self.send(200, path.read_bytes(), "application/octet-stream")
+        data = path.read_bytes()
+        if self.command == "GET":
+            with self.emu.lock:
+                self.emu.keep_bytes_served += len(data)
+        self.send(200, data, "application/octet-stream")
 
     do_HEAD = do_GET
 
@@ -944,7 +949,7 @@ class _ApiHandler(_Base):
         return self.output(user, table, self.find(user, table, ident), select)
 
     def list(self, user: UserAccount, table: str, params: dict[str, str]) -> dict[str, Any]:
-        filters = json.loads(params.get("filters") or "[]")
+        filters = [_with_members(f) for f in json.loads(params.get("filters") or "[]")]
         select = json.loads(params["select"]) if "select" in params else None
         order = params.get("order")
         orders = (
@@ -1645,6 +1650,46 @@ def _route_containers(
 def _like(pattern: str, value: str, *, ignore_case: bool) -> bool:
     regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
     return re.fullmatch(regex, value, re.DOTALL | (re.IGNORECASE if ignore_case else 0)) is not None
+
+
+class _Members:
+    """An ``in`` / ``not in`` operand list, tested through a set where it can be.
+
+    ``value in list`` compares with every element: a 10,000-UUID filter checked
+    against every record would time the emulator, not its client.  JSON scalars
+    that are equal hash equal, so the answer is the list's; unhashable values
+    (or operands holding them) fall back to the list.
+    """
+
+    __slots__ = ("hashed", "items")
+
+    def __init__(self, items: list[Any]) -> None:
+        self.items = items
+        try:
+            self.hashed: frozenset[Any] | None = frozenset(items)
+        except TypeError:
+            self.hashed = None
+
+    def __contains__(self, value: Any) -> bool:
+        if self.hashed is not None:
+            try:
+                return value in self.hashed
+            except TypeError:
+                pass
+        return value in self.items
+
+
+def _with_members(spec: Any) -> Any:
+    """*spec* with a list operand of ``in`` / ``not in`` as :class:`_Members`."""
+    if (
+        isinstance(spec, list)
+        and len(spec) == 3
+        and isinstance(spec[1], str)
+        and spec[1].lower() in ("in", "not in")
+        and isinstance(spec[2], list)
+    ):
+        return [spec[0], spec[1], _Members(spec[2])]
+    return spec
 
 
 def _matches(record: dict[str, Any], spec: list[Any]) -> bool:

@@ -97,6 +97,32 @@ def test_a_long_get_resent_as_a_post_form_is_served_as_the_get(cluster: Any) -> 
     assert posts, "the SDK did not resend the long GET as a POST: the test proves nothing"
 
 
+def test_in_filters_match_by_equality_whatever_the_values(cluster: Any) -> None:
+    """``in`` / ``not in`` look values up in a set (a 10,000-UUID filter must not cost
+    10,000 comparisons a record), yet answer as list membership does: a list-valued
+    property is in no list of strings, and an operand holding a list still works."""
+    api = cluster.api(cluster.alice, num_retries=0)
+    made = {
+        value_name: api.collections()
+        .create(
+            body={"name": f"in filter {value_name}", "manifest_text": "", "properties": {"k": v}},
+            ensure_unique_name=True,
+        )
+        .execute()["uuid"]
+        for value_name, v in (("text", "b"), ("list", ["a"]), ("number", 1))
+    }
+
+    def found(operator: str, operand: list[Any]) -> set[str]:
+        filters = [["uuid", "in", sorted(made.values())], ["properties.k", operator, operand]]
+        items = api.collections().list(filters=filters).execute()["items"]
+        return {name for name, uuid in made.items() if uuid in {i["uuid"] for i in items}}
+
+    assert found("in", ["b", "c"]) == {"text"}
+    assert found("in", [1.0]) == {"number"}  # JSON 1.0 == 1, as in a list
+    assert found("not in", ["b"]) == {"list", "number"}
+    assert found("in", [["a"], "b"]) == {"list", "text"}  # an unhashable operand element
+
+
 def test_images_listing_over_hundreds_of_images_agrees_with_list_images_in_arv(
     cluster: Any,
 ) -> None:
