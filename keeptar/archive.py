@@ -176,30 +176,12 @@ def _resolve_image_name(backend: Backend, target: str) -> str:
     """The collection UUID of the image *target* names, as
     :func:`keeptar.catalog.search_images` finds it: ``repo[:tag]`` (``latest`` by
     default, as the server reads it), else an image ID prefix."""
-    from keeptar.catalog.references import abbreviate, split_image_ref
-    from keeptar.catalog.search import (
-        hash_prefix_problem,
-        search_images_by_hash,
-        search_images_by_name,
-    )
+    from keeptar.catalog.references import abbreviate
+    from keeptar.catalog.search import best_image
 
-    try:
-        ref = split_image_ref(target)
-        found = search_images_by_name(backend, str(ref)) if ref.repo else []
-    except UsageError:
-        found = []
-    if not found and hash_prefix_problem(target) is None:
-        found = search_images_by_hash(backend, target)
-        ids = list(dict.fromkeys(match.image_id for match in found))
-        if len(ids) > 1:
-            shown = ", ".join(i.removeprefix("sha256:")[:12] for i in ids[:10])
-            more = f" and {len(ids) - 10} more" if len(ids) > 10 else ""
-            raise UsageError(
-                f"image ID prefix {abbreviate(target)} is ambiguous: it matches "
-                f"{len(ids)} images ({shown}{more}); give more digits"
-            )
-    if not found:
+    found = best_image(backend, target, lenient_name=True)
+    if found is None:
         raise NotFoundError(
             f"no file, collection or image {abbreviate(target)} (by name or image ID prefix)"
         )
-    return found[0].collection_uuid
+    return found.collection_uuid

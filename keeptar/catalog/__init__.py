@@ -17,6 +17,7 @@ from keeptar.catalog.publish import (
 )
 from keeptar.catalog.search import (
     ImageMatch,
+    best_image,
     search_images,
     search_images_by_hash,
     search_images_by_name,
@@ -27,6 +28,7 @@ __all__ = [
     "add_image_hash",
     "add_image_metadata",
     "add_image_name",
+    "best_image",
     "ensure_image",
     "find_or_create_image",
     "resolve_image",

@@ -23,7 +23,6 @@ from keeptar.catalog.references import (
     abbreviate,
     link_name_problem,
     parse_image_ref,
-    split_image_ref,
 )
 from keeptar.catalog.registration import (
     ImageRegistration,
@@ -32,11 +31,7 @@ from keeptar.catalog.registration import (
     register_links,
     resolve_owner,
 )
-from keeptar.catalog.search import (
-    hash_prefix_problem,
-    search_images_by_hash,
-    search_images_by_name,
-)
+from keeptar.catalog.search import best_image
 from keeptar.errors import ArchiveError, NotFoundError, UsageError
 from keeptar.keep.manifest import is_collection_ref, parse_manifest
 
@@ -255,20 +250,9 @@ def resolve_image(backend: Backend, source: str) -> Record:
         record = backend.get_collection(source)
         image_file(record)
         return record
-    ref = split_image_ref(source)
-    found = search_images_by_name(backend, str(ref)) if ref.repo else []
-    if not found and hash_prefix_problem(source) is None:
-        found = search_images_by_hash(backend, source)
-        ids = list(dict.fromkeys(match.image_id for match in found))
-        if len(ids) > 1:
-            shown = ", ".join(image_id.removeprefix("sha256:")[:12] for image_id in ids[:10])
-            more = f" and {len(ids) - 10} more" if len(ids) > 10 else ""
-            raise UsageError(
-                f"image ID prefix {abbreviate(source)} is ambiguous: it matches "
-                f"{len(ids)} images ({shown}{more}); give more digits"
-            )
-    if not found:
+    found = best_image(backend, source)
+    if found is None:
         raise NotFoundError(f"no image {abbreviate(source)} (by name or by image ID prefix)")
-    record = backend.get_collection(found[0].collection_uuid)
+    record = backend.get_collection(found.collection_uuid)
     image_file(record)
     return record

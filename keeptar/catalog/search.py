@@ -32,12 +32,13 @@ from typing import Any
 
 from keeptar.backends import Backend, Record
 from keeptar.catalog.images import HASH_LINK, REPO_TAG_LINK, sort_links
-from keeptar.catalog.references import same_repository_names, split_image_ref
+from keeptar.catalog.references import abbreviate, same_repository_names, split_image_ref
 from keeptar.errors import UsageError
 from keeptar.keep.manifest import parse_manifest
 
 __all__ = [
     "ImageMatch",
+    "best_image",
     "hash_prefix_problem",
     "search_images",
     "search_images_by_hash",
@@ -179,6 +180,43 @@ def search_images(
     if found or hash_prefix_problem(name_or_hash_prefix) is not None:
         return found
     return search_images_by_hash(backend, name_or_hash_prefix, project_uuid)
+
+
+def best_image(backend: Backend, term: str, *, lenient_name: bool = False) -> ImageMatch | None:
+    """The most preferred image *term* names, or None.
+
+    *term* is ``repo[:tag]`` (``latest`` by default, as the API server and
+    ``docker`` read it), else an image ID prefix with or without ``sha256:``.
+    The one resolver behind ``tag``, ``push`` and ``inspect``.
+
+    Args:
+        backend: where to look.
+        term: the name or ID prefix.
+        lenient_name: a *term* that is not a valid image name is only tried as an
+            ID prefix, instead of being a usage error.
+
+    Raises:
+        UsageError: *term* is not a valid name (unless *lenient_name*), or it is an
+            ID prefix of several images (they are listed).
+    """
+    try:
+        ref = split_image_ref(term)
+        found = search_images_by_name(backend, str(ref)) if ref.repo else []
+    except UsageError:
+        if not lenient_name:
+            raise
+        found = []
+    if not found and hash_prefix_problem(term) is None:
+        found = search_images_by_hash(backend, term)
+        ids = list(dict.fromkeys(match.image_id for match in found))
+        if len(ids) > 1:
+            shown = ", ".join(image_id.removeprefix("sha256:")[:12] for image_id in ids[:10])
+            more = f" and {len(ids) - 10} more" if len(ids) > 10 else ""
+            raise UsageError(
+                f"image ID prefix {abbreviate(term)} is ambiguous: it matches "
+                f"{len(ids)} images ({shown}{more}); give more digits"
+            )
+    return found[0] if found else None
 
 
 def _scope(project_uuid: str | None) -> list[list[Any]]:
