@@ -17,6 +17,34 @@ from pathlib import Path
 CACHE = Path(os.environ.get("KEEPTAR_BENCH_CACHE", "/tmp/keeptar-bench"))
 
 
+def add_image_metadata(
+    tar: tarfile.TarFile,
+    diff_ids: list[str],
+    layers: list[str],
+    repo_tag: str,
+    *,
+    compact: bool = False,
+) -> None:
+    """Append a docker-v2 image's config and manifest.json to *tar*: the layers
+    *layers* (member names, base first) with their *diff_ids*, named *repo_tag*."""
+    config = json.dumps(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "created": "2026-01-01T00:00:00Z",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": diff_ids},
+        },
+        separators=(",", ":") if compact else None,
+    ).encode()
+    config_name = hashlib.sha256(config).hexdigest() + ".json"
+    manifest = json.dumps([{"Config": config_name, "RepoTags": [repo_tag], "Layers": layers}])
+    for member, data in ((config_name, config), ("manifest.json", manifest.encode())):
+        info = tarfile.TarInfo(member)
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+
+
 def big_archive(layers: int = 3, layer_mib: int = 360) -> Path:
     """A valid docker-v2 style archive of *layers* random layers (cached between runs).
 
@@ -49,29 +77,7 @@ def big_archive(layers: int = 3, layer_mib: int = 360) -> Path:
             info.size = len(layer_bytes)
             tar.addfile(info, io.BytesIO(layer_bytes))
             del layer_bytes, inner
-        config = json.dumps(
-            {
-                "architecture": "amd64",
-                "os": "linux",
-                "created": "2026-01-01T00:00:00Z",
-                "config": {},
-                "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            },
-            separators=(",", ":"),
-        ).encode()
-        config_name = hashlib.sha256(config).hexdigest() + ".json"
-        for member, data in (
-            (config_name, config),
-            (
-                "manifest.json",
-                json.dumps(
-                    [{"Config": config_name, "RepoTags": ["bench/big:latest"], "Layers": names}]
-                ).encode(),
-            ),
-        ):
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+        add_image_metadata(tar, diff_ids, names, "bench/big:latest", compact=True)
     tmp.rename(path)
     return path
 

@@ -40,7 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from _common import CACHE, Run, machine, run, script  # noqa: E402
+from _common import CACHE, Run, add_image_metadata, machine, run, script  # noqa: E402
 from arvados_emulator import Emulator, pdh_of  # noqa: E402
 from bench_inspect import write_section  # noqa: E402
 
@@ -217,23 +217,7 @@ def distinct_archive(layers: int = 4, layer_mib: int = 512) -> Path:
             info.size = len(layer_bytes)
             tar.addfile(info, io.BytesIO(layer_bytes))
             del layer_bytes, inner
-        config = json.dumps(
-            {
-                "architecture": "amd64",
-                "os": "linux",
-                "created": "2026-01-01T00:00:00Z",
-                "config": {},
-                "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            }
-        ).encode()
-        config_name = hashlib.sha256(config).hexdigest() + ".json"
-        manifest = json.dumps(
-            [{"Config": config_name, "RepoTags": ["bench/inspect:latest"], "Layers": names}]
-        ).encode()
-        for member, data in ((config_name, config), ("manifest.json", manifest)):
-            info = tarfile.TarInfo(member)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+        add_image_metadata(tar, diff_ids, names, "bench/inspect:latest")
     tmp.rename(path)
     return path
 

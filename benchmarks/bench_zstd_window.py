@@ -13,8 +13,6 @@ emulator; plus ``zstd -d`` alone (the window's own cost) for scale.
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import os
 import subprocess
 import sys
@@ -26,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import CACHE, Run, machine, run  # noqa: E402
+from _common import CACHE, Run, add_image_metadata, machine, run  # noqa: E402
 from bench_inspect import write_section  # noqa: E402
 from bench_load import start_emulator, table_row  # noqa: E402
 
@@ -70,23 +68,7 @@ def random_archive(gib: int) -> Path:
             tar.addfile(info, source)  # type: ignore[arg-type]
             names.append(info.name)
             diff_ids.append("sha256:" + source.sha256.hexdigest())
-        config = json.dumps(
-            {
-                "architecture": "amd64",
-                "os": "linux",
-                "created": "2026-01-01T00:00:00Z",
-                "config": {},
-                "rootfs": {"type": "layers", "diff_ids": diff_ids},
-            }
-        ).encode()
-        config_name = hashlib.sha256(config).hexdigest() + ".json"
-        manifest = json.dumps(
-            [{"Config": config_name, "RepoTags": ["bench/random:latest"], "Layers": names}]
-        ).encode()
-        for name, data in ((config_name, config), ("manifest.json", manifest)):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+        add_image_metadata(tar, diff_ids, names, "bench/random:latest")
     tmp.rename(path)
     return path
 
