@@ -5,7 +5,6 @@
 
 import json
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -60,11 +59,12 @@ def inspect_command(
     the links, the file name and the archive (with --verify, missing blocks too).
     """
     from keeptar.archive import inspect_source
+    from keeptar.cli._source import classify_source
     from keeptar.streaming.sources import open_source
 
     registration: StoredRegistration | None = None
     with reporting_errors():
-        if _is_stored(target):
+        if classify_source(target).is_stored:
             from keeptar.archive import inspect_stored_image
             from keeptar.backends import open_backend
 
@@ -92,25 +92,6 @@ def inspect_command(
         sys.stderr.write(f"keeptar: warning: {warning}\n")
     if note:
         typer.echo(note, err=True)
-
-
-_ARCHIVE_SUFFIXES = (".tar", ".tgz", ".gz", ".zst", ".zstd", ".xz", ".bz2", ".tbz2", ".txz")
-
-
-def _is_stored(target: str) -> bool:
-    """Whether *target* names a stored image (a collection, an image name or ID prefix)
-    rather than a file: not ``-``, no existing path, nothing spelled like a path."""
-    if target == "-" or Path(target).exists():
-        return False
-    from keeptar.keep.manifest import is_collection_ref
-
-    if is_collection_ref(target):
-        return True
-    return not (
-        target.startswith(("/", "./", "../", "~"))
-        or target.lower().endswith(_ARCHIVE_SUFFIXES)
-        or "\\" in target
-    )
 
 
 def render_text(info: "ArchiveInfo") -> str:

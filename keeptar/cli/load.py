@@ -128,6 +128,8 @@ def load_command(
     with reporting_errors():
         if batch_progress and progress:
             raise UsageError("--progress and --batch-progress cannot be used together")
+        if source is not None and from_ is None:
+            _refuse_stored_image(source)
         store = open_backend(backend, quiet=True, retries=retries)
         if project_uuid == "source":
             project_uuid = _source_project(store, source, from_)
@@ -165,6 +167,18 @@ def _source_project(store: Backend, source: str | None, from_: SourceKind | None
     if kind is not SourceKind.COLLECTION:
         raise UsageError("--project-uuid source needs a collection SOURCE (a PDH or UUID)")
     return str(store.get_collection(value)["owner_uuid"])
+
+
+def _refuse_stored_image(source: str) -> None:
+    """A SOURCE that names a stored image is not loaded: say which command does what."""
+    from keeptar.cli._source import SourceArg, classify_source
+
+    if classify_source(source) is SourceArg.IMAGE:
+        raise UsageError(
+            f"{source!r} is not a file or a collection: to name a stored image use "
+            "keeptar tag, to copy one into a project keeptar push, and to load an image "
+            "from the local Docker daemon --from docker"
+        )
 
 
 def _warn(message: str) -> None:

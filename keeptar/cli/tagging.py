@@ -127,9 +127,15 @@ def tag_command(
         from keeptar.backends import open_backend
         from keeptar.catalog.publish import ensure_image, resolve_image
         from keeptar.catalog.references import parse_image_ref
+        from keeptar.cli._source import classify_source
+        from keeptar.errors import UsageError
 
         name = str(parse_image_ref(target))
         store = open_backend(backend, quiet=True)
+        if not classify_source(source).is_stored:
+            raise UsageError(
+                f"SOURCE {source!r} is a file, not a stored image: store it with keeptar load"
+            )
         with _hint_load():
             record = resolve_image(store, source)
         project = _project(project_uuid, record, str(record["owner_uuid"]))
