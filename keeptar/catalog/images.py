@@ -22,7 +22,6 @@ __all__ = [
     "HASH_LINK",
     "REPO_TAG_LINK",
     "ImageListing",
-    "ensure_link",
     "find_image_collections",
     "list_images",
     "sort_links",
@@ -179,34 +178,3 @@ def find_image_collections(
         for record in backend.list_collections([["uuid", "in", order]], select=select)
     }
     return [records[uuid] for uuid in order if uuid in records]
-
-
-def ensure_link(
-    backend: Backend,
-    *,
-    link_class: str,
-    name: str,
-    head_uuid: str,
-    owner_uuid: str,
-    properties: Mapping[str, Any],
-) -> Record | None:
-    """Create the link unless an equal one (class, name, head, owner) exists; return the new one."""
-    existing = list(
-        backend.list_links(
-            [
-                ["link_class", "=", link_class],
-                ["name", "=", name],
-                ["head_uuid", "=", head_uuid],
-                ["owner_uuid", "=", owner_uuid],
-            ]
-        )
-    )
-    if existing:
-        return None
-    return backend.create_link(
-        link_class=link_class,
-        name=name,
-        head_uuid=head_uuid,
-        owner_uuid=owner_uuid,
-        properties=properties,
-    )
