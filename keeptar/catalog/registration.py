@@ -63,6 +63,7 @@ __all__ = [
     "ImageRegistration",
     "Registered",
     "collection_name",
+    "ensure_link",
     "find_reusable",
     "register_image",
     "register_links",
@@ -347,6 +348,40 @@ def register_links(
     )
 
 
+def ensure_link(
+    backend: Backend,
+    *,
+    link_class: str,
+    name: str,
+    head_uuid: str,
+    owner_uuid: str,
+    tail_uuid: str | None = None,
+    properties: Mapping[str, Any] | None = None,
+) -> Record:
+    """One link (class, name, head, owner, tail), made only if missing; the oldest wins.
+
+    The same steps as every link :func:`register_image` makes: one transaction on
+    the embedded store; on Arvados, look again after creating and delete this
+    run's extra if concurrent runs each made one; rolled back on failure.
+    """
+    created: list[_Made] = []
+    try:
+        with backend.atomic():
+            return _ensure_link(
+                backend,
+                link_class=link_class,
+                name=name,
+                head_uuid=head_uuid,
+                owner_uuid=owner_uuid,
+                properties=properties or {},
+                created=created,
+                tail_uuid=tail_uuid,
+            )
+    except BaseException as exc:
+        _roll_back_or_explain(backend, created, exc)
+        raise
+
+
 def _register(
     backend: Backend,
     request: ImageRegistration,
@@ -470,8 +505,9 @@ def _ensure_link(
     owner_uuid: str,
     properties: Mapping[str, Any],
     created: list[_Made],
+    tail_uuid: str | None = None,
 ) -> Record:
-    """The link (class, name, head, owner): the oldest such one, created if missing.
+    """The link (class, name, head, owner, tail if given): the oldest one, created if missing.
 
     After creating, look again: if concurrent runs each made one, keep the oldest
     and delete this run's own extra.
@@ -482,6 +518,8 @@ def _ensure_link(
         ["head_uuid", "=", head_uuid],
         ["owner_uuid", "=", owner_uuid],
     ]
+    if tail_uuid is not None:
+        filters.append(["tail_uuid", "=", tail_uuid])
     found = list(backend.list_links(filters))
     if found:
         return found[0]
@@ -493,6 +531,7 @@ def _ensure_link(
         head_uuid=head_uuid,
         owner_uuid=owner_uuid,
         properties=properties,
+        tail_uuid=tail_uuid,
     )
     made.uuid = link["uuid"]
     found = list(backend.list_links(filters))

@@ -29,7 +29,7 @@ from typing import Any, Literal, Protocol
 
 from keeptar.backends import Backend, Record
 from keeptar.catalog.images import HASH_LINK, REPO_TAG_LINK, list_images, sort_links
-from keeptar.catalog.registration import ImageRegistration, register_image
+from keeptar.catalog.registration import ImageRegistration, ensure_link, register_image
 from keeptar.errors import ArchiveError, KeeptarError, UsageError
 from keeptar.keep.manifest import ManifestFile, parse_manifest
 
@@ -262,33 +262,17 @@ def find_unmigrated(backend: Backend, only: Iterable[str] | None = None) -> Migr
 def ensure_migration_link(backend: Backend, old_pdh: str, new_pdh: str) -> Record:
     """The migration link old PDH -> new PDH owned by the system user, made only if missing.
 
-    After creating it, look again: where concurrent runs each made one, the
-    oldest is kept and this run's extra deleted (as registration does).
+    Made through :func:`keeptar.catalog.registration.ensure_link`, as registration
+    makes every link (the oldest of concurrent duplicates wins).
     """
-    owner = system_user_uuid(backend)
-    filters: list[list[Any]] = [
-        ["link_class", "=", MIGRATION_LINK_CLASS],
-        ["name", "=", MIGRATION_LINK_NAME],
-        ["tail_uuid", "=", old_pdh],
-        ["head_uuid", "=", new_pdh],
-        ["owner_uuid", "=", owner],
-    ]
-    found = list(backend.list_links(filters))
-    if found:
-        return found[0]
-    link = backend.create_link(
+    return ensure_link(
+        backend,
         link_class=MIGRATION_LINK_CLASS,
         name=MIGRATION_LINK_NAME,
         head_uuid=new_pdh,
         tail_uuid=old_pdh,
-        owner_uuid=owner,
-        properties={},
+        owner_uuid=system_user_uuid(backend),
     )
-    found = list(backend.list_links(filters))
-    oldest = found[0] if found else link
-    if oldest["uuid"] != link["uuid"]:
-        backend.delete_link(link["uuid"])
-    return oldest
 
 
 def _native_manifest(backend: Backend, old: OldImage, item: ManifestFile) -> tuple[str, str, str]:
