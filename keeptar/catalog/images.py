@@ -125,7 +125,9 @@ def list_images(
     hash_filters: list[list[Any]] = [["link_class", "=", HASH_LINK], *scope]
     if repo is not None:
         hash_filters.append(["head_uuid", "in", heads])
-    hashes = sort_links(backend.list_links(hash_filters))
+    # A name that matches no link has no hash links to look up either.
+    no_heads = repo is not None and not heads
+    hashes = [] if no_heads else sort_links(backend.list_links(hash_filters))
     best_hash: dict[str, Record] = {}
     for link in hashes:
         best_hash.setdefault(link["head_uuid"], link)
