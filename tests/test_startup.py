@@ -31,15 +31,18 @@ _RUN_AND_LIST = (
 )
 
 
-def imported_modules(*args: str, env: dict[str, str] | None = None) -> set[str]:
+def imported_modules(
+    *args: str, env: dict[str, str] | None = None, stdin: Path | None = None
+) -> set[str]:
     """Every module `python -m keeptar ARGS` has loaded when it exits (it must succeed)."""
-    result = subprocess.run(
-        [sys.executable, "-c", _RUN_AND_LIST, *args],
-        capture_output=True,
-        env={**os.environ, **(env or {})},
-        stdin=subprocess.DEVNULL,
-        timeout=120,
-    )
+    with open(stdin or os.devnull, "rb") as source:
+        result = subprocess.run(
+            [sys.executable, "-c", _RUN_AND_LIST, *args],
+            capture_output=True,
+            env={**os.environ, **(env or {})},
+            stdin=source,
+            timeout=120,
+        )
     assert result.returncode == 0, result.stderr.decode()[-2000:]
     listed = result.stderr.decode().rsplit("\nMODULES ", 1)[1]
     names = set(listed.split())
@@ -84,6 +87,49 @@ def test_inspecting_a_file_imports_no_backend_and_no_pydantic(extra: list[str]) 
     }
     # Only the command that runs is registered (typer builds the options of each).
     assert not names & {"keeptar.cli.load", "keeptar.cli.images", "keeptar.cli.info"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["--json"], ["--verify", "--no-progress"], ["--json", "-"]],
+    ids=["text", "json", "verify", "stdin"],
+)
+def test_inspecting_a_file_with_a_plain_command_line_imports_no_typer(args: list[str]) -> None:
+    """The fast path: typer (and click, which it loads) is most of inspect's start-up."""
+    if args[-1:] == ["-"]:
+        names = imported_modules("inspect", *args, stdin=APP)
+    else:
+        names = imported_modules("inspect", *args, str(APP))
+    assert not roots(names) & {"typer", "click"}
+    assert "keeptar.cli.inspect" not in names  # the typer command's module
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["--help"], ["--backend", "local"], ["--json", "--json"], ["a", "b"], ["--", "x"], ["-x"]],
+)
+def test_other_inspect_command_lines_go_to_typer(args: list[str]) -> None:
+    from keeptar.cli._inspect_run import plain_arguments
+
+    assert plain_arguments(args) is None
+
+
+def test_the_plain_options_are_the_typer_commands_own() -> None:
+    """Each option the fast path reads exists in typer's command, for the same argument."""
+    from keeptar.cli._inspect_run import PLAIN_FLAGS
+
+    params = {
+        label.split()[1]: param
+        for label, param, _ in command_params()
+        if label.startswith("inspect ")
+    }
+    for flag, (name, value) in PLAIN_FLAGS.items():
+        param = params[name]
+        on = flag in param.opts
+        assert on or flag in param.secondary_opts, flag
+        assert value is on
+    assert params["target"].default == "-"
+    assert params["backend"].envvar == "KEEPTAR_BACKEND"
 
 
 def test_inspecting_a_docker_v2_archive_imports_only_the_layouts_asked() -> None:
@@ -188,3 +234,82 @@ def test_plain_options_convert_exactly_as_typer_does() -> None:
             assert outcomes[0] == outcomes[1], (label, value, outcomes)
             checked += 1
     assert checked > 50  # every command's options were seen
+
+
+#: ``keeptar inspect`` through typer, as any command line the fast path declines runs.
+_THROUGH_TYPER = (
+    "import sys\n"
+    "from keeptar.cli import _registered_app\n"
+    "from keeptar.cli._app import main\n"
+    "_registered_app(sys.argv[1:])\n"
+    "main()\n"
+)
+
+
+def _both_ways(
+    args: list[str], stdin: Path | None = None, env: dict[str, str] | None = None
+) -> list[tuple[int, bytes, bytes]]:
+    """(exit status, stdout, stderr) of ``keeptar inspect ARGS``: fast path, then typer."""
+    outcomes = []
+    for command in (["-m", "keeptar"], ["-c", _THROUGH_TYPER]):
+        with open(stdin or os.devnull, "rb") as source:
+            result = subprocess.run(
+                [sys.executable, *command, "inspect", *args],
+                stdin=source,
+                capture_output=True,
+                env={**os.environ, **(env or {})},
+                timeout=120,
+            )
+        outcomes.append((result.returncode, result.stdout, result.stderr))
+    return outcomes
+
+
+def test_the_fast_path_answers_exactly_as_typer_does(local_home: Path, tmp_path: Path) -> None:
+    """Output, errors and exit statuses of the fast path are typer's, case by case."""
+    assert run_keeptar("load", str(APP)).returncode == 0  # a stored image to inspect too
+    truncated = tmp_path / "truncated.tar"
+    truncated.write_bytes(APP.read_bytes()[:3000])
+    text = tmp_path / "notes.txt"
+    text.write_text("not an archive\n")
+    cases: list[tuple[list[str], Path | None, dict[str, str]]] = [
+        ([str(APP)], None, {}),
+        (["--json", str(APP)], None, {}),
+        ([str(APP), "--json", "--verify"], None, {}),
+        (["--no-progress", str(APP)], None, {}),
+        (["-"], APP, {}),
+        ([], APP, {}),  # TARGET defaults to stdin
+        (["kt/app:2.0"], None, {}),  # a stored image, by name
+        (["--json", "kt/app:2.0"], None, {"KEEPTAR_BACKEND": ""}),  # empty: unset
+        (["kt/app:2.0"], None, {"KEEPTAR_BACKEND": "bogus"}),
+        (["no/such:image"], None, {}),
+        ([str(tmp_path)], None, {}),
+        ([str(truncated)], None, {}),
+        ([str(text)], None, {}),
+        ([""], None, {}),
+    ]
+    statuses = set()
+    for args, stdin, env in cases:
+        fast, typer_path = _both_ways(args, stdin, env)
+        assert fast == typer_path, (args, env)
+        statuses.add(fast[0])
+    assert statuses >= {0, 2, 3, 6}  # the cases reach success and several kinds of error
+
+
+def test_the_fast_path_ends_quietly_on_a_closed_stdout_as_typer_does() -> None:
+    statuses = []
+    for command in (["-m", "keeptar"], ["-c", _THROUGH_TYPER]):
+        read_end, write_end = os.pipe()
+        os.close(read_end)
+        try:
+            result = subprocess.run(
+                [sys.executable, *command, "inspect", str(APP)],
+                stdout=write_end,
+                stderr=subprocess.PIPE,
+                timeout=120,
+            )
+        finally:
+            os.close(write_end)
+        statuses.append((result.returncode, result.stderr))
+    from keeptar.cli._output import BROKEN_PIPE
+
+    assert statuses == [(BROKEN_PIPE, b"")] * 2

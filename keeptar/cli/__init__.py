@@ -4,8 +4,9 @@ Each command parses its options, calls the API, and renders the result as
 text or ``--json`` on stdout.  Errors become one line on stderr and the exit
 code of their :mod:`keeptar.errors` class; progress goes to stderr.
 
-Start-up is kept short (guarded by tests/test_startup.py): ``keeptar --version``
-answers before typer is imported; only the command that runs is registered;
+Start-up is kept short (guarded by tests/test_startup.py): ``keeptar --version``,
+and ``keeptar inspect`` with a plain command line, answer before typer is imported
+(:mod:`keeptar.cli._inspect_run`); otherwise only the command that runs is registered;
 each command imports what it needs (backends, the Arvados SDK, decompressors,
 rich) only when it runs; and option values of plain types skip typer's pydantic
 conversion (:mod:`keeptar.cli._coerce`).  A new command goes in :data:`COMMANDS`.
@@ -57,10 +58,18 @@ def _registered_app(argv: list[str] | None = None) -> typer.Typer:
 
 def main() -> None:
     """Console-script entry point."""
-    if sys.argv[1:] == ["--version"]:
+    argv = sys.argv[1:]
+    if argv == ["--version"]:
         _print_version()
         return
-    _registered_app(sys.argv[1:])
+    if argv[:1] == ["inspect"]:
+        from keeptar.cli._inspect_run import plain_arguments, run_plain
+
+        options = plain_arguments(argv[1:])
+        if options is not None:
+            run_plain(options)
+            return
+    _registered_app(argv)
     from keeptar.cli._app import main as run
 
     run()
@@ -74,7 +83,7 @@ def _print_version() -> None:
         sys.stdout.write(f"keeptar {__version__}\n")
         sys.stdout.flush()
     except BrokenPipeError:
-        from keeptar.cli._app import BROKEN_PIPE, discard_stdout
+        from keeptar.cli._output import BROKEN_PIPE, discard_stdout
 
         discard_stdout()
         raise SystemExit(BROKEN_PIPE) from None

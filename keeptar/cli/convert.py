@@ -15,16 +15,8 @@ import typer
 from keeptar.archive import find_image_file
 from keeptar.backends import open_backend
 from keeptar.catalog.references import parse_image_ref
-from keeptar.cli._app import (
-    BackendOption,
-    JsonOption,
-    ProgressOption,
-    VersionOption,
-    app,
-    emit_json,
-    progress_reporter,
-    reporting_errors,
-)
+from keeptar.cli._app import BackendOption, JsonOption, ProgressOption, VersionOption, app
+from keeptar.cli._output import emit_json, progress_reporter, reporting_errors
 from keeptar.errors import UsageError
 from keeptar.keep.blocks import KeepFileReader
 from keeptar.keep.manifest import is_collection_ref

@@ -6,15 +6,8 @@ from typing import Annotated
 
 import typer
 
-from keeptar.cli._app import (
-    BackendOption,
-    JsonOption,
-    VersionOption,
-    app,
-    echo,
-    emit_json,
-    reporting_errors,
-)
+from keeptar.cli._app import BackendOption, JsonOption, VersionOption, app
+from keeptar.cli._output import echo, emit_json, reporting_errors
 from keeptar.errors import UsageError
 
 

@@ -10,15 +10,8 @@ if TYPE_CHECKING:
     from keeptar.backends import Backend
     from keeptar.catalog.images import ImageListing
 
-from keeptar.cli._app import (
-    BackendOption,
-    JsonOption,
-    VersionOption,
-    app,
-    echo,
-    emit_json,
-    reporting_errors,
-)
+from keeptar.cli._app import BackendOption, JsonOption, VersionOption, app
+from keeptar.cli._output import echo, emit_json, reporting_errors
 
 
 @app.command("images")

@@ -4,15 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from keeptar.cli._app import (
-    BackendOption,
-    JsonOption,
-    VersionOption,
-    app,
-    echo,
-    emit_json,
-    reporting_errors,
-)
+from keeptar.cli._app import BackendOption, JsonOption, VersionOption, app
+from keeptar.cli._output import echo, emit_json, reporting_errors
 
 
 @app.command("info")

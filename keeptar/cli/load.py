@@ -12,12 +12,8 @@ if TYPE_CHECKING:
     from keeptar.backends import Backend
 
 from keeptar._source_kind import SourceKind
-from keeptar.cli._app import (
-    BackendOption,
-    JsonOption,
-    ProgressOption,
-    VersionOption,
-    app,
+from keeptar.cli._app import BackendOption, JsonOption, ProgressOption, VersionOption, app
+from keeptar.cli._output import (
     batch_progress_reporter,
     echo,
     emit_json,

@@ -9,15 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from keeptar.cli._app import (
-    BackendOption,
-    JsonOption,
-    VersionOption,
-    app,
-    echo,
-    emit_json,
-    reporting_errors,
-)
+from keeptar.cli._app import BackendOption, JsonOption, VersionOption, app
+from keeptar.cli._output import echo, emit_json, reporting_errors
 from keeptar.errors import KeeptarError, UsageError
 
 

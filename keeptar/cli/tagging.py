@@ -16,15 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from keeptar.cli._app import (
-    BackendOption,
-    JsonOption,
-    VersionOption,
-    app,
-    echo,
-    emit_json,
-    reporting_errors,
-)
+from keeptar.cli._app import BackendOption, JsonOption, VersionOption, app
+from keeptar.cli._output import echo, emit_json, reporting_errors
 
 if TYPE_CHECKING:
     from keeptar.backends import Backend, Record
