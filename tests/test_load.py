@@ -117,8 +117,8 @@ def test_a_load_that_registers_first_is_reused_not_duplicated(
     others: list[Any] = []
     put_block = backend.put_block
 
-    def put_block_then_let_another_load_finish(data: Any) -> str:
-        locator: str = put_block(data)
+    def put_block_then_let_another_load_finish(data: Any, *, md5: str | None = None) -> str:
+        locator: str = put_block(data, md5=md5)
         if not others:  # the other load runs start to finish during this one's upload
             others.append(load_image(type(backend)(*backend_args(backend)), str(path)))
         return locator
@@ -599,10 +599,10 @@ def test_a_file_changed_during_the_load_is_not_registered(
     path = unique_image(fixture_path("docker-v2-app.tar"), tmp_path)
     put_block = backend.put_block
 
-    def put_block_while_the_file_changes(data: Any) -> str:
+    def put_block_while_the_file_changes(data: Any, *, md5: str | None = None) -> str:
         with open(path, "ab") as archive:
             archive.write(bytes(1024))  # e.g. `docker save -o` rewriting it
-        locator: str = put_block(data)
+        locator: str = put_block(data, md5=md5)
         return locator
 
     monkeypatch.setattr(backend, "put_block", put_block_while_the_file_changes)
