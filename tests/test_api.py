@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from test_load import unique_image
 
-from conftest import fixture_path, run_keeptar
+from conftest import docker_image_id, docker_load, fixture_path, run_keeptar
 from keeptar.catalog import search_images
 from keeptar.errors import ConflictError, NotFoundError, UsageError
 
@@ -205,16 +205,7 @@ def test_load_docker_image(local_home: Path, dockerd: str, no_stdin: None) -> No
     from keeptar import load_docker_image, open_backend
 
     env = {**os.environ, "DOCKER_HOST": dockerd}
-    subprocess.run(
-        ["docker", "load", "-q", "-i", str(APP)], env=env, check=True, capture_output=True
-    )
-    expected = subprocess.run(
-        ["docker", "image", "inspect", "-f", "{{.Id}}", "kt/app:2.0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
+    expected = docker_image_id(env, docker_load(env, APP, "kt/app:2.0"))
     backend = open_backend("local")
     result = load_docker_image(backend, "kt/app:2.0")
     assert result.image_id == expected and result.repo_tag == "kt/app:2.0"

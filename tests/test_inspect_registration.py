@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from test_load import unique_image
 
-from conftest import fixture_path, run_keeptar
+from conftest import add_migration_link, fixture_path, run_keeptar
 from keeptar.archive import inspect_stored_image
 from keeptar.keep.manifest import escape_name
 from keeptar.load import load_image
@@ -233,23 +233,9 @@ def test_migration_links_to_and_from_it_are_reported(
     new = load_image(backend, str(archive), tag="insp/mig:2")
     v1_id = uuidlib.uuid4().hex * 2  # a Docker v1 file name: the server refuses it on v2 only
     old = register(backend, store(backend, archive, [f"{v1_id}.tar"]), [(HASH, v1_id, created)])
-    migration = {
-        "link_class": "docker_image_migration",
-        "name": "migrate_1.9_1.10",
-        "tail_uuid": old["portable_data_hash"],
-        "head_uuid": new.portable_data_hash,
-        "owner_uuid": f"{backend.server_facts().uuid_prefix}-tpzed-000000000000000",
-    }
-    if backend.kind == "local":
-        backend.create_link(properties={}, **migration)
-        viewer = backend
-    else:  # the system user's link: only an admin sees it
-        from keeptar.backends.arvados import ArvadosBackend
-
-        emu = request.getfixturevalue("emulator")
-        emu.api(emu.admin).links().create(body={"link": migration}).execute()
-        with emu.environment(emu.admin):
-            viewer = ArvadosBackend()
+    migration, viewer = add_migration_link(
+        backend, request, old["portable_data_hash"], new.portable_data_hash
+    )
     expected = (old["portable_data_hash"], new.portable_data_hash, migration["owner_uuid"])
     for collection in (new.uuid, old["uuid"]):
         _, registration, _, _ = inspect_stored_image(viewer, collection)
