@@ -1323,7 +1323,10 @@ def check_manifest(manifest: str) -> None:
 # is accepted and which image its container runs.  Keep::Manifest and Keep::Locator are
 # ported from sdk/ruby/lib/arvados/keep.rb as far as the lookup uses them.
 
-_RUBY_LOCATOR = re.compile(r"^([0-9a-fA-F]{32})(\+([0-9]+))?((\+([A-Z][A-Za-z0-9@_-]*))+)?\Z")
+# Ruby's ^ starts any line (\z, here \Z, ends the text): a search term's last line may be it.
+_RUBY_LOCATOR = re.compile(
+    r"^([0-9a-fA-F]{32})(\+([0-9]+))?((\+([A-Z][A-Za-z0-9@_-]*))+)?\Z", re.MULTILINE
+)
 
 
 class UnresolvableContainerError(ApiError):
@@ -1385,13 +1388,14 @@ def manifest_exactly_one_file(manifest: str) -> bool:
 
 def docker_image_pattern(formats: list[str]) -> re.Pattern[str]:
     """The file name an image collection must hold for the cluster's
-    ``Containers.SupportedDockerImageFormats``."""
+    ``Containers.SupportedDockerImageFormats`` (``=~``: Ruby's ``^``/``$`` match at
+    each line, so one line of a name that holds a newline may fit)."""
     if "v1" in formats and "v2" in formats:
-        return re.compile(r"^(sha256:)?[0-9A-Fa-f]{64}\.tar$")
+        return re.compile(r"^(sha256:)?[0-9A-Fa-f]{64}\.tar$", re.MULTILINE)
     if "v2" in formats:
-        return re.compile(r"^(sha256:)[0-9A-Fa-f]{64}\.tar$")
+        return re.compile(r"^(sha256:)[0-9A-Fa-f]{64}\.tar$", re.MULTILINE)
     if "v1" in formats:
-        return re.compile(r"^[0-9A-Fa-f]{64}\.tar$")
+        return re.compile(r"^[0-9A-Fa-f]{64}\.tar$", re.MULTILINE)
     raise ApiError(
         422, f"#<RuntimeError: Unrecognized configuration for docker_image_formats {formats}>"
     )
@@ -1466,7 +1470,7 @@ def find_all_for_docker_image(
     link); if that drops every match: "incompatible" (422).
     """
     pattern = docker_image_pattern(emu.docker_image_formats)
-    locator = _RUBY_LOCATOR.match(search_term)
+    locator = _RUBY_LOCATOR.search(search_term)
     if locator:
         pdh = locator.group(1) + (f"+{locator.group(3)}" if locator.group(3) else "")
         found = [

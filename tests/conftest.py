@@ -53,6 +53,80 @@ def run_keeptar(
     )
 
 
+def docker_load(env: dict[str, str], archive: Path, image: str, *, rename: str = "") -> str:
+    """``docker load`` *archive* into the daemon *env*'s ``DOCKER_HOST`` names; return *image*.
+
+    With *rename* (a repository prefix such as ``"kt/push"``), *image* is tagged anew as
+    ``RENAME<6 hex>:v1``, a name no other test registered, and that name is returned.
+    """
+    subprocess.run(
+        ["docker", "load", "-q", "-i", str(archive)],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    if not rename:
+        return image
+    reference = f"{rename}{os.urandom(3).hex()}:v1"
+    subprocess.run(["docker", "tag", image, reference], env=env, check=True, timeout=60)
+    return reference
+
+
+def docker_image_id(env: dict[str, str], reference: str) -> str:
+    """The image ID the daemon *env* names gives *reference* (``docker image inspect``)."""
+    return subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Id}}", reference],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
+
+
+def arv_keepdocker(env: dict[str, str], reference: str) -> str:
+    """Store the daemon's image *reference* (``REPO:TAG``) with the real
+    ``arv-keepdocker --force --no-resume``; return the collection UUID it prints."""
+    repo, tag = reference.rsplit(":", 1)
+    upstream = subprocess.run(
+        ["arv-keepdocker", "--force", "--no-resume", repo, tag],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert upstream.returncode == 0, upstream.stderr
+    return upstream.stdout.strip().splitlines()[-1]
+
+
+def add_migration_link(
+    backend: Any, request: pytest.FixtureRequest, old_pdh: str, new_pdh: str
+) -> tuple[dict[str, str], Any]:
+    """Add the link ``arv-migrate-docker19`` leaves: from *old_pdh* (a v1 image) to
+    *new_pdh*, owned by the system user, added as an admin adds it.
+
+    Returns the link's fields and a backend that can read it: *backend* itself on the
+    embedded store, the admin's on Arvados (a user does not see the system user's link).
+    """
+    migration = {
+        "link_class": "docker_image_migration",
+        "name": "migrate_1.9_1.10",
+        "tail_uuid": old_pdh,
+        "head_uuid": new_pdh,
+        "owner_uuid": f"{backend.server_facts().uuid_prefix}-tpzed-000000000000000",
+    }
+    if backend.kind == "local":
+        backend.create_link(properties={}, **migration)
+        return migration, backend
+    from keeptar.backends.arvados import ArvadosBackend
+
+    emu = request.getfixturevalue("emulator")
+    emu.api(emu.admin).links().create(body={"link": migration}).execute()
+    with emu.environment(emu.admin):
+        return migration, ArvadosBackend()
+
+
 @pytest.fixture(scope="session")
 def truth() -> dict[str, Any]:
     return load_truth()

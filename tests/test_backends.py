@@ -514,7 +514,7 @@ def test_store_file_cuts_64_mib_blocks_in_order(tmp_path: Path, detach: bool) ->
     path.write_bytes(hashlib.shake_256(b"store_file").digest(size))
     stored: dict[str, bytes] = {}
 
-    def put(view: memoryview) -> str:
+    def put(view: memoryview, *, md5: str | None = None) -> str:
         data = bytes(view)
         locator = f"{hashlib.md5(data).hexdigest()}+{len(data)}"
         stored[locator] = data
@@ -535,4 +535,4 @@ def test_store_file_reports_a_file_that_shrank(tmp_path: Path, detach: bool) -> 
     path = tmp_path / "f"
     path.write_bytes(b"x" * 1000)
     with open(path, "rb") as f, pytest.raises(ArchiveError, match=r"shrank .*at byte 1000\)"):
-        store_file(lambda view: "x", f.fileno(), 5000, detach=detach)
+        store_file(lambda view, *, md5=None: "x", f.fileno(), 5000, detach=detach)

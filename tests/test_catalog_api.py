@@ -14,7 +14,13 @@ from typing import Any
 import pytest
 from test_load import unique_image
 
-from conftest import fixture_path, run_keeptar
+from conftest import (
+    add_migration_link,
+    docker_image_id,
+    docker_load,
+    fixture_path,
+    run_keeptar,
+)
 from keeptar.catalog import (
     ImageMatch,
     add_image_hash,
@@ -480,21 +486,13 @@ def test_push_from_the_docker_daemon_then_from_keep(
     local_home: Path, dockerd: str, request: pytest.FixtureRequest
 ) -> None:
     import os
-    import subprocess
 
     from keeptar.backends.embedded import EmbeddedBackend
 
     env = {**os.environ, "DOCKER_HOST": dockerd}
-    subprocess.run(["docker", "load", "-q", "-i", str(APP)], env=env, check=True, timeout=300)
-    repo = f"kt/push{os.urandom(3).hex()}"
-    subprocess.run(["docker", "tag", "kt/app:2.0", f"{repo}:v1"], env=env, check=True)
-    image_id = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Id}}", f"{repo}:v1"],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
+    reference = docker_load(env, APP, "kt/app:2.0", rename="kt/push")
+    image_id = docker_image_id(env, reference)
+    repo = reference.removesuffix(":v1")
     backend = EmbeddedBackend(local_home)
     home = backend.current_user().uuid
 
@@ -584,28 +582,16 @@ def test_search_follows_migration_links_as_the_server_does(
             properties={"image_timestamp": "2016-01-01T00:00:00Z"},
         )
     as_stored = [(old["uuid"], "mig/app", "1", v1_id)]
-    migration = {
-        "link_class": "docker_image_migration",
-        "name": "migrate_1.9_1.10",
-        "tail_uuid": old["portable_data_hash"],
-        "head_uuid": new.portable_data_hash,
-        "owner_uuid": f"{backend.server_facts().uuid_prefix}-tpzed-000000000000000",
-    }
-    if backend.kind == "local":
-        assert rows(search_images_by_name(backend, "mig/app:1", project)) == as_stored
-        backend.create_link(properties={}, **migration)
-        viewer = backend
-    else:
-        emu = request.getfixturevalue("emulator")
-        emu.api(emu.admin).links().create(body={"link": migration}).execute()
+    assert rows(search_images_by_name(backend, "mig/app:1", project)) == as_stored
+    _, viewer = add_migration_link(
+        backend, request, old["portable_data_hash"], new.portable_data_hash
+    )
+    if backend.kind != "local":
         # Alice cannot read the system user's link: the row stays as stored.
         assert rows(search_images_by_name(backend, "mig/app:1", project)) == as_stored
         from arvados_emulator import find_all_for_docker_image
 
-        from keeptar.backends.arvados import ArvadosBackend
-
-        with emu.environment(emu.admin):
-            viewer = ArvadosBackend()
+        emu = request.getfixturevalue("emulator")
         server = find_all_for_docker_image(emu, emu.admin, "mig/app:1")
         assert [c["uuid"] for c in server] == [new.uuid]
     found = search_images_by_name(viewer, "mig/app:1", project)

@@ -492,6 +492,8 @@ def test_a_container_request_runs_the_image_keeptar_loaded(cluster: Any) -> None
     pdh = loaded["portable_data_hash"]
     assert run_image(api, "kt/served:1") == pdh
     assert run_image(api, pdh) == pdh
+    # Keep::Locator.parse's ^ (Ruby) starts any line: a locator on a later line counts.
+    assert run_image(api, f"kt/served:1\n{pdh}") == pdh
     # Uncommitted: accepted as typed, nothing resolved yet (set_container runs on commit).
     draft = api.container_requests().create(body=request_body("kt/nothing:1", "Uncommitted"))
     assert draft.execute()["container_uuid"] is None

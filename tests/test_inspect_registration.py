@@ -19,8 +19,9 @@ from typing import Any
 import pytest
 from test_load import unique_image
 
-from conftest import fixture_path, run_keeptar
+from conftest import add_migration_link, fixture_path, run_keeptar
 from keeptar.archive import inspect_stored_image
+from keeptar.errors import NotFoundError
 from keeptar.keep.manifest import escape_name
 from keeptar.load import load_image
 
@@ -117,7 +118,7 @@ def test_a_loaded_image_is_accepted_with_no_problems(
     assert "Problems:      none" in text
 
 
-def test_a_wrong_hash_link_is_a_problem_and_not_accepted(
+def test_a_wrong_hash_link_is_a_problem_but_accepted(
     backend: Any, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     archive = unique_image(APP, tmp_path)
@@ -129,17 +130,17 @@ def test_a_wrong_hash_link_is_a_problem_and_not_accepted(
         [(HASH, wrong, created), (NAME, "insp/wronghash:1", created)],
     )
     _, registration, _, _ = inspect_stored_image(backend, record["uuid"])
-    assert not registration.accepted_by_server
     assert registration.problems == (
         f"docker_image_hash link {_link(registration, HASH)['uuid']} says image {wrong}, "
         f"but the archive holds {image_id}",
     )
-    # The server's own lookup does not read hash links for a PDH (collection.rb): it
-    # would start the container, and crunch-run would load a file whose links lie about
-    # it; keeptar counts a hash link that disagrees as not accepted (issue 10).
+    # The server reads no hash link for a PDH, nor for a repo:tag that a repo+tag link
+    # names (collection.rb), and crunch-run runs the ID the file name gives: it runs.
+    assert registration.accepted_by_server
     assert server_runs(request, backend, record["portable_data_hash"]) in (True, None)
+    assert server_runs(request, backend, "insp/wronghash:1") in (True, None)
     status, doc, _ = inspect_json("insp/wronghash:1")
-    assert status == 0 and doc["accepted_by_server"] is False and len(doc["problems"]) == 1
+    assert status == 0 and doc["accepted_by_server"] is True and len(doc["problems"]) == 1
 
 
 def test_a_renamed_file_is_not_accepted(
@@ -162,6 +163,63 @@ def test_a_renamed_file_is_not_accepted(
         f"file name image.tar is not the archive's image ID: the archive holds {image_id} "
         f"(the file should be {image_id}.tar)"
     )
+
+
+# How the file is laid out ({loc}: its block, {n}: its size, {file}: <image id>.tar,
+# escaped), which links name the collection, keeptar's verdict, and the server's for a
+# container request by PDH (collection.rb, over the emulator's port).  Where they differ
+# it is crunch-run's rule: one top-level .tar, named for the ID the archive holds (None:
+# with no top-level .tar, keeptar does not take the collection for an image at all).
+LAYOUTS = {
+    "registered": (". {loc} 0:{n}:{file}\n", (HASH, NAME), True, True),
+    "no links": (". {loc} 0:{n}:{file}\n", (), True, True),
+    "only a repo+tag link": (". {loc} 0:{n}:{file}\n", (NAME,), True, True),
+    "a hash link naming another image": (". {loc} 0:{n}:{file}\n", ("wrong", NAME), True, True),
+    "an empty directory beside it": (
+        ". {loc} 0:{n}:{file}\n./empty {loc} 0:0:.\n",
+        (HASH,),
+        True,
+        True,
+    ),
+    "an empty placeholder first": (". {loc} 0:0:. 0:{n}:{file}\n", (HASH,), False, False),
+    "a second file": (". {loc} 0:{n}:{file} 0:1:notes.txt\n", (HASH,), False, False),
+    "only in a directory": ("./sub {loc} 0:{n}:{file}\n", (HASH,), None, True),
+    "a line before the ID": (". {loc} 0:{n}:x\\012{file}\n", (HASH,), False, True),
+}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_accepted_agrees_with_the_server_lookup(
+    backend: Any, tmp_path: Path, request: pytest.FixtureRequest, layout: str
+) -> None:
+    """Hash links do not decide acceptance: the server resolves a PDH without links and
+    a repo:tag through repo+tag links; files are counted and named as collection.rb
+    counts and names them (empty-directory placeholders skipped, the first file's name
+    matched line by line, as Ruby's ^ and $ do)."""
+    archive = unique_image(APP, tmp_path)
+    image_id, created = archive_facts(archive)
+    data = archive.read_bytes()
+    template, links, accepted, server = LAYOUTS[layout]
+    manifest = template.format(
+        loc=backend.put_block(data), n=len(data), file=escape_name(f"{image_id}.tar")
+    )
+    name = f"insp/agree{uuidlib.uuid4().hex[:8]}:1"
+    wrong = "sha256:" + hashlib.sha256(image_id.encode()).hexdigest()
+    named = {HASH: (HASH, image_id, created), "wrong": (HASH, wrong, created)}
+    record = register(backend, manifest, [named.get(kind, (NAME, name, created)) for kind in links])
+    assert server_runs(request, backend, record["portable_data_hash"]) in (server, None)
+    if NAME in links:
+        assert server_runs(request, backend, name) in (server, None)
+    if accepted is None:
+        with pytest.raises(NotFoundError, match=r"holds no \.tar image file"):
+            inspect_stored_image(backend, record["uuid"])
+        return
+    _, registration, _, _ = inspect_stored_image(backend, record["uuid"])
+    assert registration.accepted_by_server is accepted, registration.problems
+    if server and not accepted:  # only crunch-run's rule says no
+        assert not [p for p in registration.problems if "does not fit" in p]
+    if layout == "an empty directory beside it":
+        assert registration.problems == ()
 
 
 def test_two_tar_files_are_not_accepted(
@@ -233,23 +291,9 @@ def test_migration_links_to_and_from_it_are_reported(
     new = load_image(backend, str(archive), tag="insp/mig:2")
     v1_id = uuidlib.uuid4().hex * 2  # a Docker v1 file name: the server refuses it on v2 only
     old = register(backend, store(backend, archive, [f"{v1_id}.tar"]), [(HASH, v1_id, created)])
-    migration = {
-        "link_class": "docker_image_migration",
-        "name": "migrate_1.9_1.10",
-        "tail_uuid": old["portable_data_hash"],
-        "head_uuid": new.portable_data_hash,
-        "owner_uuid": f"{backend.server_facts().uuid_prefix}-tpzed-000000000000000",
-    }
-    if backend.kind == "local":
-        backend.create_link(properties={}, **migration)
-        viewer = backend
-    else:  # the system user's link: only an admin sees it
-        from keeptar.backends.arvados import ArvadosBackend
-
-        emu = request.getfixturevalue("emulator")
-        emu.api(emu.admin).links().create(body={"link": migration}).execute()
-        with emu.environment(emu.admin):
-            viewer = ArvadosBackend()
+    migration, viewer = add_migration_link(
+        backend, request, old["portable_data_hash"], new.portable_data_hash
+    )
     expected = (old["portable_data_hash"], new.portable_data_hash, migration["owner_uuid"])
     for collection in (new.uuid, old["uuid"]):
         _, registration, _, _ = inspect_stored_image(viewer, collection)
@@ -333,7 +377,7 @@ def test_a_pdh_names_the_copy_registered_as_an_image(backend: Any, tmp_path: Pat
     assert registration.collection["uuid"] == loaded.uuid
     assert registration.accepted_by_server and registration.problems == ()
     _, bare, _, _ = inspect_stored_image(backend, copy["uuid"])
-    assert bare.links == () and not bare.accepted_by_server
+    assert bare.links == () and bare.accepted_by_server  # a PDH needs no link
     assert bare.problems == (
         f"no docker_image_hash link names the collection (image {loaded.image_id})",
     )

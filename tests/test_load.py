@@ -19,7 +19,14 @@ from typing import Any
 import pytest
 
 from archive_edit import with_new_config
-from conftest import fixture_path, load_truth, run_keeptar
+from conftest import (
+    arv_keepdocker,
+    docker_image_id,
+    docker_load,
+    fixture_path,
+    load_truth,
+    run_keeptar,
+)
 from keeptar.errors import ArchiveError, BackendError, ConflictError, NotFoundError, UsageError
 from keeptar.keep import parse_manifest
 from keeptar.keep.blocks import read_file_range
@@ -117,8 +124,8 @@ def test_a_load_that_registers_first_is_reused_not_duplicated(
     others: list[Any] = []
     put_block = backend.put_block
 
-    def put_block_then_let_another_load_finish(data: Any) -> str:
-        locator: str = put_block(data)
+    def put_block_then_let_another_load_finish(data: Any, *, md5: str | None = None) -> str:
+        locator: str = put_block(data, md5=md5)
         if not others:  # the other load runs start to finish during this one's upload
             others.append(load_image(type(backend)(*backend_args(backend)), str(path)))
         return locator
@@ -599,10 +606,10 @@ def test_a_file_changed_during_the_load_is_not_registered(
     path = unique_image(fixture_path("docker-v2-app.tar"), tmp_path)
     put_block = backend.put_block
 
-    def put_block_while_the_file_changes(data: Any) -> str:
+    def put_block_while_the_file_changes(data: Any, *, md5: str | None = None) -> str:
         with open(path, "ab") as archive:
             archive.write(bytes(1024))  # e.g. `docker save -o` rewriting it
-        locator: str = put_block(data)
+        locator: str = put_block(data, md5=md5)
         return locator
 
     monkeypatch.setattr(backend, "put_block", put_block_while_the_file_changes)
@@ -880,18 +887,8 @@ def test_arv_get_then_docker_load_gives_the_same_image(emulator: Any, dockerd: s
 
 def test_load_from_docker_save(emulator: Any, dockerd: str) -> None:
     env = {"DOCKER_HOST": dockerd}
-    subprocess.run(
-        ["docker", "load", "-q", "-i", str(APP)],
-        env={**os.environ, **env},
-        check=True,
-        capture_output=True,
-    )
-    expected = subprocess.run(
-        ["docker", "image", "inspect", "-f", "{{.Id}}", "kt/app:2.0"],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-    ).stdout
+    daemon = {**os.environ, **env}
+    expected = docker_image_id(daemon, docker_load(daemon, APP, "kt/app:2.0"))
     result = keeptar(
         emulator,
         "load",
@@ -905,7 +902,7 @@ def test_load_from_docker_save(emulator: Any, dockerd: str) -> None:
     )
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
-    assert doc["image_id"] == expected.strip() and doc["repo_tag"] == "kt/app:2.0"
+    assert doc["image_id"] == expected and doc["repo_tag"] == "kt/app:2.0"
     missing = keeptar(
         emulator, "load", "--from", "docker", "kt/nope:0", account=emulator.alice, **env
     )
@@ -914,25 +911,11 @@ def test_load_from_docker_save(emulator: Any, dockerd: str) -> None:
 
 def test_images_lists_what_arv_keepdocker_registered(emulator: Any, dockerd: str) -> None:
     env = {**os.environ, **emulator.env(emulator.alice), "DOCKER_HOST": dockerd}
-    subprocess.run(
-        ["docker", "load", "-q", "-i", str(fixture_path("buildah-docker-archive.tar"))],
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    repo = f"kt/upstream{os.urandom(3).hex()}"  # a name no other test registered
-    subprocess.run(["docker", "tag", "kt/buildah:v1", f"{repo}:v1"], env=env, check=True)
-    upstream = subprocess.run(
-        ["arv-keepdocker", "--force", "--no-resume", repo, "v1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert upstream.returncode == 0, upstream.stderr
-    uuid = upstream.stdout.strip().splitlines()[-1]
+    archive = fixture_path("buildah-docker-archive.tar")
+    reference = docker_load(env, archive, "kt/buildah:v1", rename="kt/upstream")
+    uuid = arv_keepdocker(env, reference)
     rows = json.loads(
-        keeptar(emulator, "images", "--json", f"{repo}:v1", account=emulator.alice).stdout
+        keeptar(emulator, "images", "--json", reference, account=emulator.alice).stdout
     )
     assert len(rows) == 1
     assert rows[0]["collection"] == uuid

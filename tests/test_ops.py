@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from conftest import fixture_path, run_keeptar
+from conftest import arv_keepdocker, docker_load, fixture_path, run_keeptar
 from keeptar._subprocess import child_environment, is_secret_name
 
 APP = fixture_path("docker-v2-app.tar")
@@ -142,33 +142,23 @@ def test_a_403_says_the_token_was_refused_only_when_the_token_is_the_reason(
 
 def test_docker_mode_stores_what_arv_keepdocker_stores(emulator: Any, dockerd: str) -> None:
     env = {**os.environ, **emulator.env(emulator.alice), "DOCKER_HOST": dockerd}
-    subprocess.run(["docker", "load", "-q", "-i", str(APP)], env=env, check=True, timeout=300)
-    repo = f"kt/samebytes{os.urandom(3).hex()}"  # a name no other test registered
-    subprocess.run(["docker", "tag", "kt/app:2.0", f"{repo}:v1"], env=env, check=True)
-    upstream = subprocess.run(
-        ["arv-keepdocker", "--force", "--no-resume", repo, "v1"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert upstream.returncode == 0, upstream.stderr
-    uuid = upstream.stdout.strip().splitlines()[-1]
+    reference = docker_load(env, APP, "kt/app:2.0", rename="kt/samebytes")
+    uuid = arv_keepdocker(env, reference)
     theirs = emulator.api(emulator.alice).collections().get(uuid=uuid).execute()
     ours = keeptar_on(
-        emulator, "load", "--json", "--force", "--from", "docker", f"{repo}:v1", DOCKER_HOST=dockerd
+        emulator, "load", "--json", "--force", "--from", "docker", reference, DOCKER_HOST=dockerd
     )
     assert ours.returncode == 0, ours.stderr
     doc = json.loads(ours.stdout)
     assert doc["portable_data_hash"] == theirs["portable_data_hash"]
-    assert doc["repo_tag"] == f"{repo}:v1"  # the name comes from the argument
+    assert doc["repo_tag"] == reference  # the name comes from the argument
     links = (
         emulator.api(emulator.alice)
         .links()
         .list(filters=[["head_uuid", "=", doc["uuid"]]])
         .execute()["items"]
     )
-    assert sorted(link["name"] for link in links) == sorted([doc["image_id"], f"{repo}:v1"])
+    assert sorted(link["name"] for link in links) == sorted([doc["image_id"], reference])
     by_id = keeptar_on(
         emulator,
         "load",

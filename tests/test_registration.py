@@ -63,7 +63,7 @@ backend_class = getattr(__import__(module, fromlist=[cls]), cls)
 original = backend_class.put_block
 lock = threading.Lock()
 passed = []
-def wrapped(self, data):
+def wrapped(self, data, *, md5=None):
     with lock:
         if not passed:
             open(os.path.join(gate, str(os.getpid())), "w").close()
@@ -71,7 +71,7 @@ def wrapped(self, data):
             while len(os.listdir(gate)) < int(count) and time.monotonic() < deadline:
                 time.sleep(0.005)
             passed.append(True)
-    return original(self, data)
+    return original(self, data, md5=md5)
 backend_class.put_block = wrapped
 sys.argv = ["keeptar", *sys.argv[5:]]
 from keeptar.cli import main

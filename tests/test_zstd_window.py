@@ -86,9 +86,9 @@ def test_a_large_window_shrinks_the_block_writer(
     sizes: list[int] = []
     put_block = backend.put_block
 
-    def recording_put_block(data: Any) -> str:
+    def recording_put_block(data: Any, *, md5: str | None = None) -> str:
         sizes.append(len(data))
-        locator: str = put_block(data)
+        locator: str = put_block(data, md5=md5)
         return locator
 
     monkeypatch.setattr(backend, "put_block", recording_put_block)

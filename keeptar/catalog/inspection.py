@@ -2,11 +2,17 @@
 
 The server's side comes from ``services/api`` ``collection.rb``
 (``get_compatible_images`` / ``find_all_for_docker_image``): an image collection
-must hold exactly one file, whose name fits the pattern of the cluster's
-``dockerImageFormats``.  crunch-run then loads that file and runs the image whose
-ID its name gives, and a name lookup reaches the collection through its
-``docker_image_hash`` link; so the file must be ``<image id>.tar`` for the ID the
-archive really holds, and a hash link must say that same ID.
+must hold exactly one file (empty-directory placeholders do not count), and the
+first file of its manifest must have a name that fits the pattern of the cluster's
+``dockerImageFormats``.  crunch-run (``LoadImage``) then needs exactly one top-level
+``.tar`` and runs the image whose ID its name gives, so the file must be
+``<image id>.tar`` for the ID the archive really holds.
+
+Hash links do not decide it: a container request names its image by PDH (as
+arvados-cwl-runner does), which the server resolves without reading any link, or by
+``repo:tag``, which it resolves through ``docker_image_repo+tag`` links; only a lookup
+by an image-hash prefix reads ``docker_image_hash`` links.  A missing hash link, or one
+that names another ID, is a problem, not a refusal.
 """
 
 from __future__ import annotations
@@ -36,14 +42,17 @@ _IMAGE_LINKS = (HASH_LINK, REPO_TAG_LINK)
 
 def docker_image_pattern(formats: Iterable[str]) -> re.Pattern[str] | None:
     """The file-name pattern the server's ``collection.rb`` uses for *formats*, or None
-    (a configuration the server rejects)."""
+    (a configuration the server rejects).
+
+    Multi-line, as a Ruby regexp's ``^`` and ``$`` are: use it with ``search``.
+    """
     chosen = set(formats)
     if {"v1", "v2"} <= chosen:
-        return re.compile(r"^(sha256:)?[0-9A-Fa-f]{64}\.tar$")
+        return re.compile(r"^(sha256:)?[0-9A-Fa-f]{64}\.tar$", re.MULTILINE)
     if "v2" in chosen:
-        return re.compile(r"^(sha256:)[0-9A-Fa-f]{64}\.tar$")
+        return re.compile(r"^(sha256:)[0-9A-Fa-f]{64}\.tar$", re.MULTILINE)
     if "v1" in chosen:
-        return re.compile(r"^[0-9A-Fa-f]{64}\.tar$")
+        return re.compile(r"^[0-9A-Fa-f]{64}\.tar$", re.MULTILINE)
     return None
 
 
@@ -82,6 +91,11 @@ def image_files(record: Record) -> tuple[list[ManifestFile], list[ManifestFile]]
     """The files of collection *record* and, among them, its top-level ``.tar`` files."""
     files = parse_manifest(record["manifest_text"])
     return files, [item for item in files if "/" not in item.path and item.path.endswith(".tar")]
+
+
+def _placeholder(item: ManifestFile) -> bool:
+    """An empty directory's ``.`` entry, which the server's file count skips."""
+    return item.size == 0 and item.path.rpartition("/")[2] == "."
 
 
 def choose_collection(backend: Backend, ref: str) -> Record:
@@ -170,17 +184,20 @@ def registration_of(
     problems: list[str] = []
     accepted = True
 
-    # The server: exactly one file, its name fitting the cluster's formats.
+    # The server: exactly one file, the manifest's first file's name (directories are
+    # its stream) fitting the cluster's formats; crunch-run: one top-level .tar.
     formats = backend.server_facts().docker_image_formats
     pattern = docker_image_pattern(formats)
-    if len(files) != 1 or len(tars) != 1:
+    real = [item for item in files if not _placeholder(item)]
+    if len(real) != 1 or len(tars) != 1:
         accepted = False
-        names = ", ".join(item.path for item in files[:5]) + (" …" if len(files) > 5 else "")
+        names = ", ".join(item.path for item in real[:5]) + (" …" if len(real) > 5 else "")
         problems.append(
-            f"the collection holds {len(files)} files ({len(tars)} top-level .tar): "
+            f"the collection holds {len(real)} files ({len(tars)} top-level .tar): "
             f"the server needs exactly one <image id>.tar ({names or 'none'})"
         )
-    if len(files) == 1 and len(tars) == 1 and (pattern is None or not pattern.search(tars[0].path)):
+    first = files[0].path.rpartition("/")[2] if files else ""
+    if len(real) == 1 and len(tars) == 1 and (pattern is None or not pattern.search(first)):
         accepted = False
         moved = [link for link in sort_links(migrations) if link.get("tail_uuid") == pdh]
         instead = (
@@ -190,7 +207,7 @@ def registration_of(
             else "the server does not run it"
         )
         problems.append(
-            f"file name {tars[0].path} does not fit this cluster's dockerImageFormats "
+            f"file name {first} does not fit this cluster's dockerImageFormats "
             f"({', '.join(formats) or 'none'}): {instead}"
         )
 
@@ -204,11 +221,9 @@ def registration_of(
                 f"file name {image_file} is not the archive's image ID: the archive holds "
                 f"{image.id} (the file should be {image.file_name})"
             )
+        # Problems, not refusals: no lookup of a PDH or a repo:tag reads hash links.
         if not hash_links:
-            accepted = False
             problems.append(f"no docker_image_hash link names the collection (image {image.id})")
-        elif not any(link.get("name") == image.id for link in hash_links):
-            accepted = False
         for link in hash_links:
             if link.get("name") != image.id:
                 problems.append(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import bisect
 import functools
 import hashlib
-import inspect
 import io
 import mmap
 import os
@@ -22,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from keeptar.errors import ArchiveError, BackendError, KeeptarError, NotFoundError
 from keeptar.keep.manifest import BLOCK_SIZE, ManifestFile, parse_manifest
@@ -31,6 +30,7 @@ __all__ = [
     "MEMORY_BUDGET",
     "BlockWriter",
     "KeepFileReader",
+    "PutBlock",
     "StoredStream",
     "read_file_range",
     "store_file",
@@ -44,6 +44,16 @@ MEMORY_BUDGET = 300 << 20
 #: Arvados, ~45 MiB on the embedded store), with a margin.
 BASELINE_MEMORY = 80 << 20
 _MIN_BLOCK_SIZE = 1 << 20
+
+
+class PutBlock(Protocol):
+    """Stores one block and returns its locator: a backend's ``put_block``.
+
+    *md5* is the caller's hex md5 of *data* when it has one (the store may skip
+    hashing it again), else None.
+    """
+
+    def __call__(self, data: memoryview, /, *, md5: str | None = None) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +82,7 @@ class BlockWriter:
             ``is_stored("md5+size")`` (a backend's ``has_block``) is False; the others
             keep their unsigned locator.  Only for stores whose ``has_block`` can vouch
             for blocks it did not store in this process (``confirms_stored_blocks``).
-            ``put_block`` then gets the md5 (``md5=``) when it takes one.  Hashing
+            ``put_block`` then gets the md5 (``md5=``).  Hashing
             before storing costs the store its overlap of hashing and writing, so
             after ``FRESH_AFTER_MISSES`` missing blocks in a row the stream is taken
             for a fresh one and the rest is stored without asking (an interrupted
@@ -85,7 +95,7 @@ class BlockWriter:
 
     def __init__(
         self,
-        put_block: Callable[[memoryview], str],
+        put_block: PutBlock,
         *,
         block_size: int = BLOCK_SIZE,
         workers: int = 2,
@@ -96,7 +106,6 @@ class BlockWriter:
     ) -> None:
         self._put = put_block
         self._is_stored = is_stored
-        self._put_takes_md5 = is_stored is not None and _takes_md5(put_block)
         self._misses_in_a_row = 0
         self.skipped_blocks = 0
         self._detach = detach
@@ -255,7 +264,7 @@ class BlockWriter:
         future: Future[str] = Future()
         try:
             with memoryview(self._buffer) as whole, whole[:length] as view:
-                future.set_result(self._put(view))
+                future.set_result(self._put(view, md5=None))
         except Exception as exc:
             future.set_exception(exc)
             self._futures.append(future)
@@ -334,7 +343,7 @@ class BlockWriter:
 
     def _put_unless_stored(self, view: memoryview) -> str:
         if self._is_stored is None or self._misses_in_a_row >= FRESH_AFTER_MISSES:
-            return self._put(view)
+            return self._put(view, md5=None)
         md5 = hashlib.md5(view).hexdigest()
         locator = f"{md5}+{len(view)}"
         if self._is_stored(locator):
@@ -344,9 +353,7 @@ class BlockWriter:
             return locator
         with self._lock:
             self._misses_in_a_row += 1
-        if self._put_takes_md5:
-            return self._put(view, md5=md5)  # type: ignore[call-arg]
-        return self._put(view)
+        return self._put(view, md5=md5)
 
     def _stored_more(self, length: int) -> None:
         with self._lock:
@@ -503,7 +510,7 @@ class KeepFileReader(io.RawIOBase):
 
 
 def store_file(
-    put_block: Callable[[memoryview], str],
+    put_block: PutBlock,
     fd: int,
     size: int,
     *,
@@ -561,14 +568,6 @@ DETACHED_IN_FLIGHT = 3
 
 FRESH_AFTER_MISSES = 2
 """Missing blocks in a row after which a resuming writer stops asking (see BlockWriter)."""
-
-
-def _takes_md5(put_block: Callable[..., str]) -> bool:
-    """Whether *put_block* accepts the ``md5=`` hint (a backend's does; a test's may not)."""
-    try:
-        return "md5" in inspect.signature(put_block).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _pread_all(fd: int, length: int, offset: int) -> bytes:
