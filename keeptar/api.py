@@ -14,80 +14,34 @@ these functions, never the command line's flags.
 
 from __future__ import annotations
 
-import functools
-import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO, TypedDict, TypeVar, cast
+from typing import TYPE_CHECKING, BinaryIO
 
 from keeptar._source_kind import SourceKind
 from keeptar.errors import UsageError
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack
-
     from keeptar.backends import Backend
     from keeptar.load import LoadResult
 
-__all__ = ["LoadOptions", "load_archive", "load_collection", "load_docker_image"]
+__all__ = ["load_archive", "load_collection", "load_docker_image"]
 
 
-class LoadOptions(TypedDict, total=False):
-    """The keyword arguments every entry point takes, as :func:`load_archive` documents.
-
-    Each may be left out: then None, or False for the two ``force`` flags.
-    """
-
-    project_uuid: str | None
-    tag: str | None
-    name: str | None
-    force: bool
-    force_image_format: bool
-    warn: Callable[[str], None] | None
-
-
-#: Defaults of :class:`LoadOptions` other than None (``keeptar.load.load_image``'s).
-_OPTION_DEFAULTS: dict[str, Any] = {"force": False, "force_image_format": False}
-
-_Function = TypeVar("_Function", bound=Callable[..., Any])
-
-
-def _lists_options(function: _Function) -> _Function:
-    """*function* with each :class:`LoadOptions` keyword, typed and with its default, in
-    its signature (what ``help()`` shows) instead of ``**options``, and held to it: any
-    other keyword is a TypeError, as for a function that spells its keywords out."""
-    signature = inspect.signature(function)
-    own = [p for p in signature.parameters.values() if p.kind is not p.VAR_KEYWORD]
-    options = [
-        inspect.Parameter(
-            key,
-            inspect.Parameter.KEYWORD_ONLY,
-            default=_OPTION_DEFAULTS.get(key),
-            annotation=getattr(hint, "__forward_arg__", hint),  # the text, as for the others
-        )
-        for key, hint in LoadOptions.__annotations__.items()
-    ]
-    listed = signature.replace(parameters=own + options)
-
-    @functools.wraps(function)
-    def checked(*args: Any, **kwargs: Any) -> Any:
-        listed.bind(*args, **kwargs)  # TypeError: an unknown keyword, a missing argument
-        return function(*args, **kwargs)
-
-    checked.__signature__ = listed  # type: ignore[attr-defined]
-    return cast("_Function", checked)
-
-
-@_lists_options
 def load_archive(
     backend: Backend,
     archive: str | os.PathLike[str] | BinaryIO,
     /,
     *,
+    project_uuid: str | None = None,
+    tag: str | None = None,
     image: str | None = None,
+    name: str | None = None,
+    force: bool = False,
+    force_image_format: bool = False,
     progress: Callable[[int], None] | None = None,
-    **options: Unpack[LoadOptions],
+    warn: Callable[[str], None] | None = None,
 ) -> LoadResult:
     """Store the image archive *archive* in *backend* and register it as ``arv-keepdocker`` does.
 
@@ -133,20 +87,29 @@ def load_archive(
         path,
         source_kind=kind,
         input_stream=stream,
+        project_uuid=project_uuid,
+        tag=tag,
         image=image,
+        name=name,
+        force=force,
+        force_image_format=force_image_format,
         progress=progress,
-        **options,
+        warn=warn,
     )
 
 
-@_lists_options
 def load_collection(
     backend: Backend,
     ref: str,
     /,
     *,
+    project_uuid: str | None = None,
+    tag: str | None = None,
     image: str | None = None,
-    **options: Unpack[LoadOptions],
+    name: str | None = None,
+    force: bool = False,
+    force_image_format: bool = False,
+    warn: Callable[[str], None] | None = None,
 ) -> LoadResult:
     """Register the image archive stored in collection *ref* (a PDH or UUID), reusing its blocks.
 
@@ -165,19 +128,34 @@ def load_collection(
 
     if not is_collection_ref(ref):
         raise UsageError(f"{ref!r} is not a collection PDH or UUID")
-    if options.get("project_uuid") == "source":
-        options["project_uuid"] = str(backend.get_collection(ref)["owner_uuid"])
-    return load_image(backend, ref, source_kind=SourceKind.COLLECTION, image=image, **options)
+    if project_uuid == "source":
+        project_uuid = str(backend.get_collection(ref)["owner_uuid"])
+    return load_image(
+        backend,
+        ref,
+        source_kind=SourceKind.COLLECTION,
+        project_uuid=project_uuid,
+        tag=tag,
+        image=image,
+        name=name,
+        force=force,
+        force_image_format=force_image_format,
+        warn=warn,
+    )
 
 
-@_lists_options
 def load_docker_image(
     backend: Backend,
     image: str,
     /,
     *,
+    project_uuid: str | None = None,
+    tag: str | None = None,
+    name: str | None = None,
+    force: bool = False,
+    force_image_format: bool = False,
     progress: Callable[[int], None] | None = None,
-    **options: Unpack[LoadOptions],
+    warn: Callable[[str], None] | None = None,
 ) -> LoadResult:
     """Save the local Docker daemon's image *image* (a name or an ID) and store it.
 
@@ -193,4 +171,15 @@ def load_docker_image(
 
     if not image:
         raise UsageError("the Docker image name is empty")
-    return load_image(backend, image, source_kind=SourceKind.DOCKER, progress=progress, **options)
+    return load_image(
+        backend,
+        image,
+        source_kind=SourceKind.DOCKER,
+        project_uuid=project_uuid,
+        tag=tag,
+        name=name,
+        force=force,
+        force_image_format=force_image_format,
+        progress=progress,
+        warn=warn,
+    )
