@@ -64,6 +64,46 @@ def test_the_entry_points_are_exported_lazily() -> None:
     assert result.returncode == 0, result.stderr
 
 
+_SHARED = {"project_uuid", "tag", "name", "force", "force_image_format", "warn"}
+
+
+@pytest.mark.parametrize(
+    ("entry_point", "own"),
+    [
+        ("load_archive", {"image", "progress"}),
+        ("load_collection", {"image"}),
+        ("load_docker_image", {"progress"}),
+    ],
+)
+def test_signatures_list_each_keyword_as_load_image_takes_it(
+    entry_point: str, own: set[str]
+) -> None:
+    """Each entry point takes load_image's shared keywords, with its types and defaults
+    (they are spelled out, so help() lists them), and no other keyword."""
+    import inspect
+    import pydoc
+
+    import keeptar.api
+    from keeptar.load import load_image
+
+    function = getattr(keeptar.api, entry_point)
+    parameters = inspect.signature(function).parameters
+    underlying = inspect.signature(load_image).parameters
+    keywords = {k: p for k, p in parameters.items() if p.kind is p.KEYWORD_ONLY}
+    assert set(keywords) == _SHARED | own
+    for key, parameter in keywords.items():
+        assert (parameter.annotation, parameter.default) == (
+            underlying[key].annotation,
+            underlying[key].default,
+        ), key
+    shown = pydoc.render_doc(function, renderer=pydoc.plaintext)
+    for key, parameter in keywords.items():
+        assert f"{key}: {parameter.annotation!r} = {parameter.default!r}" in shown
+    for other in {"image", "progress", "source_kind", "input_stream", "tagg"} - own:
+        with pytest.raises(TypeError, match=repr(other)):
+            function(None, "ref", **{other: None})
+
+
 def test_load_archive_from_a_path_and_from_binary_streams(
     backend: Any, tmp_path: Path, no_stdin: None
 ) -> None:
