@@ -343,6 +343,7 @@ def test_verify_reports_a_missing_block(
     assert registration.problems == (
         f"block {md5}+{size} of {loaded.file_name} is missing from Keep",
     )
+    assert registration.accepted_by_server is False  # crunch-run cannot read the file
     status, doc, err = inspect_json("--verify", loaded.uuid)
     assert status == 0, err
     # The one block held the metadata too: a fresh process reads no archive facts.

@@ -242,6 +242,8 @@ def registration_of(
                     f"image_timestamp {stamp}, but the archive's config says created "
                     f"{image.created}"
                 )
+    if missing_blocks:  # crunch-run could not read the whole file
+        accepted = False
     for locator in missing_blocks:  # without its signature: that grants reading it
         shown = Locator.parse(locator).stripped
         problems.append(f"block {shown} of {image_file} is missing from Keep")
