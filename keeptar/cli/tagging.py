@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from keeptar.cli._app import BackendOption, JsonOption, VersionOption, app
-from keeptar.cli._output import echo, emit_json, reporting_errors
+from keeptar.cli._app import BackendOption, JsonOption, ProgressOption, VersionOption, app
+from keeptar.cli._output import echo, emit_json, progress_reporter, reporting_errors
 
 if TYPE_CHECKING:
     from keeptar.backends import Backend, Record
@@ -156,6 +156,7 @@ def push_command(
             show_default=False,
         ),
     ] = None,
+    progress: ProgressOption = None,
     backend: BackendOption = None,
     as_json: JsonOption = False,
     version: VersionOption = False,
@@ -163,8 +164,10 @@ def push_command(
     """Make a project (default: home) hold the image under REPO[:TAG].
 
     Bytes already in Keep are never uploaded again: a collection elsewhere is
-    copied by manifest.  Exit 3: --source is not an image; 6: no such
-    collection or project; 7: project not writable.
+    copied by manifest.  From the local Docker daemon, `docker save` is streamed
+    into Keep as `keeptar load --from docker` does, with a progress bar.  Exit 3:
+    --source is not an image; 6: no such collection or project; 7: project not
+    writable.
     """
     with reporting_errors():
         from keeptar.backends import open_backend
@@ -192,9 +195,15 @@ def push_command(
 
             origin = "docker"
             try:
-                loaded = load_image(
-                    store, image, source_kind=SourceKind.DOCKER, project_uuid=project, tag=name
-                )
+                with progress_reporter(progress, None, "push") as report:
+                    loaded = load_image(
+                        store,
+                        image,
+                        source_kind=SourceKind.DOCKER,
+                        project_uuid=project,
+                        tag=name,
+                        progress=report,
+                    )
             except NotFoundError as exc:
                 raise NotFoundError(f"no image {name} in Keep, and {exc}") from None
             record = store.get_collection(loaded.uuid)
