@@ -42,6 +42,7 @@ def load_archive(
     force_image_format: bool = False,
     progress: Callable[[int], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    resume: bool = True,
 ) -> LoadResult:
     """Store the image archive *archive* in *backend* and register it as ``arv-keepdocker`` does.
 
@@ -58,6 +59,10 @@ def load_archive(
         force_image_format: store an image the cluster's dockerImageFormats refuses.
         progress: called with the number of input bytes read so far.
         warn: called with each one-line warning (a skipped tag, say), once each.
+        resume: on Arvados, from a path to a regular file: record the signed locator
+            of each block stored in ``~/.cache/keeptar/resume/``, so that a call after
+            a failure or kill uploads only the blocks missing (as ``arv-put``); False
+            neither reads nor writes that cache.
 
     Returns:
         What was registered (:class:`keeptar.load.LoadResult`).
@@ -95,6 +100,7 @@ def load_archive(
         force_image_format=force_image_format,
         progress=progress,
         warn=warn,
+        resume=resume,
     )
 
 

@@ -80,6 +80,7 @@ from keeptar.keep.manifest import (
     portable_data_hash,
     single_file_manifest,
 )
+from keeptar.keep.resume import ResumeCache
 from keeptar.keep.segments import stream_segments
 from keeptar.streaming.decompress import MAGIC_LENGTH, Compression, detect_compression
 from keeptar.streaming.sources import ByteSource, open_source, run_tar_stream
@@ -318,6 +319,8 @@ class _Target:
     name: str | None
     force: bool
     warn: Callable[[str], None] | None = None
+    #: resume an interrupted load from a cache of signed locators (a regular file only)
+    resume: bool = False
 
 
 def _request(target: _Target, image: ImageInfo) -> ImageRegistration:
@@ -445,7 +448,10 @@ def _load_stream(
     """One pass over archive bytes: read the tar while storing every byte as Keep blocks."""
     backend = target.backend
     scanner = ArchiveScanner()
-    with BlockWriter(backend.put_block, detach=not backend.stores_in_place) as writer:
+    with (
+        _resuming(target, source) as resume,
+        BlockWriter(backend.put_block, detach=not backend.stores_in_place, resume=resume) as writer,
+    ):
         # The README's memory promise, whatever window a zstd --long stream announces:
         run_tar_stream(
             source, scanner, tap=writer.write, progress=progress, on_window=writer.fit_window
@@ -457,7 +463,28 @@ def _load_stream(
         _check_names(target, image)
         rewrite = plan_rewrite(scanner.scan, images, image, _repo_tags(image, target.tag))
         stored = writer.finish()
-    return _register_stored(target, image, stored, rewrite)
+        return _register_stored(target, image, stored, rewrite)
+
+
+@contextlib.contextmanager
+def _resuming(target: _Target, source: ByteSource) -> Iterator[ResumeCache | None]:
+    """The resume cache of a load of the regular file *source*, if the store needs one.
+
+    Deleted when the block leaves normally (the image is registered), kept when it
+    leaves by an exception, so that a re-run resumes (see :mod:`keeptar.keep.resume`).
+    """
+    scope = target.backend.resume_scope() if target.resume and source.fd is not None else None
+    status = os.fstat(source.fd) if scope is not None and source.fd is not None else None
+    if scope is None or status is None or not stat.S_ISREG(status.st_mode):
+        yield None
+        return
+    cache = ResumeCache(scope, source.name, status, BLOCK_SIZE, head=target.backend.has_block)
+    try:
+        yield cache
+    except BaseException:
+        cache.close()
+        raise
+    cache.discard()
 
 
 def _register_stored(
@@ -506,26 +533,30 @@ def _load_plain_file(
     _check_format(backend, image, force_image_format)
     _check_names(target, image)
     rewrite = plan_rewrite(scan, images, image, _repo_tags(image, target.tag))
-    if not target.force:
-        found = _reuse_existing(target, image)
-        if found is not None:
-            return found
-    stored = store_file(
-        backend.put_block,
-        source.fd,
-        status.st_size,
-        detach=not backend.stores_in_place,
-        progress=progress,
-        # Resuming: blocks an interrupted run stored are not stored again (not with
-        # --force, which rewrites them all, repairing any damaged in place).
-        is_stored=backend.has_block
-        if backend.confirms_stored_blocks and not target.force
-        else None,
-        check=parsed.check,
-    )
-    if _identity(os.fstat(source.fd)) != _identity(status):
-        raise ArchiveError(f"{source.name} changed while it was being loaded; load it again")
-    return _register_stored(target, image, stored, rewrite)
+    with _resuming(target, source) as resume:
+        if not target.force:
+            found = _reuse_existing(target, image)
+            if found is not None:
+                return found
+        stored = store_file(
+            backend.put_block,
+            source.fd,
+            status.st_size,
+            detach=not backend.stores_in_place,
+            progress=progress,
+            # Resuming: blocks an interrupted run stored are not stored again (not with
+            # --force, which rewrites them all, repairing any damaged in place).
+            is_stored=backend.has_block
+            if backend.confirms_stored_blocks and not target.force
+            else None,
+            # On Arvados, from the signed locators it recorded (as arv-keepdocker, also
+            # with --force: a HEAD checks each block; --no-resume uploads everything).
+            resume=resume,
+            check=parsed.check,
+        )
+        if _identity(os.fstat(source.fd)) != _identity(status):
+            raise ArchiveError(f"{source.name} changed while it was being loaded; load it again")
+        return _register_stored(target, image, stored, rewrite)
 
 
 def _load_collection_file(
@@ -660,6 +691,7 @@ def load_image(
     progress: Callable[[int], None] | None = None,
     warn: Callable[[str], None] | None = None,
     input_stream: BinaryIO | None = None,
+    resume: bool = True,
 ) -> LoadResult:
     """Load an image into *backend* and register it; see the module docstring.
 
@@ -685,6 +717,10 @@ def load_image(
             not reused because a compute node could not load it; each message once.
         input_stream: a binary stream to read the archive from, once, as standard input
             is read (no seeking); *source* and *source_kind* must then be None.
+        resume: on Arvados, record the signed locator of each block stored from a
+            regular file in a cache on disk, and let a re-run after a failure or kill
+            store only the blocks missing (``arv-put``'s resume; see
+            :mod:`keeptar.keep.resume`); False neither reads nor writes the cache.
 
     Raises:
         KeeptarError: see :mod:`keeptar.errors`; nothing is left registered.
@@ -722,6 +758,8 @@ def load_image(
         if problem is not None:
             raise naming(UsageError, Parameter("name"), f": {problem}")
     target = _Target(backend, resolve_owner(backend, project_uuid), tag, name, force, _once(warn))
+    # Only a file has an identity a re-run can recognise (not stdin, a pipe or docker save).
+    target.resume = resume and kind is SourceKind.FILE and input_stream is None
 
     if kind in (SourceKind.COLLECTION, SourceKind.ARV_MOUNT):
         ref = (

@@ -10,6 +10,9 @@ make, and two keepstores over plain HTTP.  Its semantics follow the server code
 - permission signatures ``+A<hmac-sha1(key, md5@token@expiry@ttl)>@<expiry>``;
   non-admin manifests need a valid one on every non-empty locator (403),
   manifests are stored without hints and signed again for each reader;
+  keepstore checks the signature of a GET or HEAD before looking for the block, as
+  ``checkLocatorSignature`` does: no token 401, an expired signature 401, a missing
+  or wrong one 400 (so the SDK's ``head`` says "not found" only for a real 404);
 - a user reads what they own (directly or through projects they own), what a
   ``permission`` link shares with them, and admins read everything;
 - 422 for what the server refuses: a manifest ``Keep::Manifest.validate!``
@@ -489,18 +492,25 @@ class Emulator:
         return f"+A{signature}@{hex_expiry}"
 
     def signature_valid(self, locator: str, token: str) -> bool:
+        return self.signature_problem(locator, token) is None
+
+    def signature_problem(self, locator: str, token: str) -> str | None:
+        """None for a valid signature, else ``"expired"`` or ``"invalid"`` (a missing
+        one too), in the order of ``arvados.VerifySignature``: expiry first."""
         match = _LOCATOR.match(locator)
         if not match:
-            return False
+            return "invalid"
         hints = [h for h in match.group(3).split("+") if h.startswith("A")]
         if not hints or "@" not in hints[0]:
-            return False
+            return "invalid"
         given, _, expiry = hints[0][1:].partition("@")
-        if not re.fullmatch(r"[0-9a-f]+", expiry) or int(expiry, 16) < time.time():
-            return False
+        if not re.fullmatch(r"[0-9a-f]+", expiry):
+            return "invalid"
+        if int(expiry, 16) < time.time():
+            return "expired"
         data = "@".join([match.group(1), token, expiry, format(self.blob_signature_ttl, "x")])
         expected = hmac.new(self.blob_signing_key.encode(), data.encode(), hashlib.sha1).hexdigest()
-        return hmac.compare_digest(expected, given)
+        return None if hmac.compare_digest(expected, given) else "invalid"
 
     def signed_manifest(self, manifest: str, token: str) -> str:
         expiry = int(time.time()) + self.blob_signature_ttl
@@ -715,9 +725,16 @@ class _KeepHandler(_Base):
         match = _LOCATOR.match(locator)
         if not match:
             return self.send(400, b"Bad locator\n", "text/plain")
+        # keepstore's checkLocatorSignature, before it looks for the block: errNoTokenProvided
+        # and errExpiredSignature are 401, errInvalidSignature (missing or wrong) is 400.
         token = self.token() or ""
-        if token not in self.emu.accounts or not self.emu.signature_valid(locator, token):
-            return self.send(403, b"Forbidden\n", "text/plain")
+        if not token:
+            return self.send(401, b"no token provided in Authorization header\n", "text/plain")
+        problem = self.emu.signature_problem(locator, token)
+        if problem == "expired":
+            return self.send(401, b"expired signature\n", "text/plain")
+        if problem is not None:
+            return self.send(400, b"invalid signature\n", "text/plain")
         path = self.volume / match.group(1)
         if not path.exists():
             return self.send(404, b"Not Found\n", "text/plain")

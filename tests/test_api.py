@@ -70,7 +70,7 @@ _SHARED = {"project_uuid", "tag", "name", "force", "force_image_format", "warn"}
 @pytest.mark.parametrize(
     ("entry_point", "own"),
     [
-        ("load_archive", {"image", "progress"}),
+        ("load_archive", {"image", "progress", "resume"}),
         ("load_collection", {"image"}),
         ("load_docker_image", {"progress"}),
     ],
@@ -99,7 +99,7 @@ def test_signatures_list_each_keyword_as_load_image_takes_it(
     shown = pydoc.render_doc(function, renderer=pydoc.plaintext)
     for key, parameter in keywords.items():
         assert f"{key}: {parameter.annotation!r} = {parameter.default!r}" in shown
-    for other in {"image", "progress", "source_kind", "input_stream", "tagg"} - own:
+    for other in {"image", "progress", "resume", "source_kind", "input_stream", "tagg"} - own:
         with pytest.raises(TypeError, match=repr(other)):
             function(None, "ref", **{other: None})
 

@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,13 +112,29 @@ def test_keepstore_refuses_unsigned_gets_and_oversized_blocks(emulator: Any) -> 
     connection.request("GET", f"/{md5}+10", headers=auth)
     response = connection.getresponse()
     response.read()
-    assert response.status == 403  # no signature
-    connection.request(
-        "GET", f"/{signed}", headers={"Authorization": f"Bearer {emulator.bob.token}"}
-    )
-    response = connection.getresponse()
-    response.read()
-    assert response.status == 403  # signed for someone else
+    # keepstore's checkLocatorSignature: errInvalidSignature 400, errExpiredSignature and
+    # errNoTokenProvided 401, for HEAD as for GET, before it looks for the block.
+    assert response.status == 400  # no signature
+    for method in ("GET", "HEAD"):
+        connection.request(
+            method, f"/{signed}", headers={"Authorization": f"Bearer {emulator.bob.token}"}
+        )
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 400  # signed for someone else
+        expired = f"{md5}+10" + emulator.sign(md5, emulator.alice.token, int(time.time()) - 1)
+        connection.request(method, f"/{expired}", headers=auth)
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 401
+        connection.request(method, f"/{signed}")
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 401  # no token
+        connection.request(method, f"/{signed}", headers=auth)
+        response = connection.getresponse()
+        response.read()
+        assert response.status == 200
     big = b"\0" * ((1 << 26) + 1)
     connection.request("PUT", f"/{hashlib.md5(big).hexdigest()}", body=big, headers=auth)
     response = connection.getresponse()

@@ -397,7 +397,10 @@ def test_only_a_real_404_means_missing(emulator: Any, monkeypatch: pytest.Monkey
     backend = ArvadosBackend(num_retries=2)
     locator = backend.put_block(b"keeptar has_block")
     assert backend.has_block(locator)
-    assert not backend.has_block("0" * 32 + "+17")
+    # keepstore checks the signature first: only a signed locator can be "not found"
+    assert not backend.has_block("0" * 32 + "+17" + emulator.sign("0" * 32, emulator.alice.token))
+    with pytest.raises(BackendError, match="looking for block"):
+        backend.has_block("0" * 32 + "+17")  # unsigned: keepstore's 400, not a 404
     fault = emulator.inject("HEAD", "/keep/", status=503, times=1)  # one hiccup: retried
     assert backend.has_block(locator) and fault.times == 0
     fault = emulator.inject("HEAD", "/keep/", drop=True, times=100)

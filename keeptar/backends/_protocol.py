@@ -14,6 +14,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from keeptar.keep.resume import ResumeScope
+
 __all__ = ["Backend", "Filters", "Record", "ServerFacts", "User"]
 
 Record = dict[str, Any]
@@ -106,6 +108,13 @@ class Backend(Protocol):
 
     def get_block(self, locator: str) -> bytes:
         """Return the bytes of the block *locator* names, checked against its md5."""
+        ...
+
+    def resume_scope(self) -> ResumeScope | None:
+        """Whose signed locators a resume cache of this store holds, or None if the store
+        needs no cache (``has_block`` vouches for unsigned locators, as on the embedded
+        store).  See :mod:`keeptar.keep.resume`.
+        """
         ...
 
     def has_block(self, locator: str) -> bool:

@@ -10,6 +10,7 @@ every error text passes through :func:`scrub` first.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 from keeptar.backends._protocol import Filters, Record, ServerFacts, User
 from keeptar.errors import BackendError, ConflictError, KeeptarError, NotFoundError, UsageError
 from keeptar.keep.manifest import check_owner_uuid, is_portable_data_hash
+from keeptar.keep.resume import ResumeScope
 
 __all__ = ["ArvadosBackend", "scrub"]
 
@@ -55,9 +57,8 @@ class ArvadosBackend:
     kind = "arvados"
     stores_in_place = False  # KeepClient.put keeps its own copy of each block
     # A HEAD needs a signed locator (keepstore's checkLocatorSignature under BlobSigning)
-    # and only a PUT returns one: without a cache of signed locators on disk, which
-    # keeptar does not keep, a block stored by an interrupted load is PUT again.
-    # keepstore then stores no second copy, but the bytes cross the network again.
+    # and only a PUT returns one: a re-run resumes from the signed locators the
+    # interrupted load recorded on disk (keeptar.keep.resume, as arv-put's cache).
     confirms_stored_blocks = False
 
     def __init__(
@@ -212,6 +213,16 @@ class ArvadosBackend:
             f"reading block {locator[:34]} from Keep", lambda: self._keep.get(locator)
         )
         return data
+
+    def resume_scope(self) -> ResumeScope:
+        """This cluster, the current user, and a digest of the token (signatures are
+        bound to it: a cache written with another token is not used)."""
+        host, token, _ = self._connection
+        return ResumeScope(
+            cluster=host,
+            user=self.current_user().uuid,
+            credential=hashlib.sha256((token or "").encode()).hexdigest(),
+        )
 
     def has_block(self, locator: str) -> bool:
         def head() -> bool:

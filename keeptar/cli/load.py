@@ -81,6 +81,15 @@ def load_command(
             "--force-image-format", help="Store an image whose format the cluster does not accept."
         ),
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume/--no-resume",
+            help="On Arvados, record each block stored from a file in "
+            "~/.cache/keeptar/resume/ so that a re-run after a failure or kill uploads only "
+            "what is missing, as arv-put; --no-resume neither reads nor writes that cache.",
+        ),
+    ] = True,
     backend: BackendOption = None,
     as_json: JsonOption = False,
     version: VersionOption = False,
@@ -148,6 +157,7 @@ def load_command(
                 force_image_format=force_image_format,
                 progress=report,
                 warn=None if silent else _warn,
+                resume=resume,
             )
     if as_json:
         emit_json(result.to_json())

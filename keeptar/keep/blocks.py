@@ -21,10 +21,13 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from keeptar.errors import ArchiveError, BackendError, KeeptarError, NotFoundError
 from keeptar.keep.manifest import BLOCK_SIZE, ManifestFile, parse_manifest
+
+if TYPE_CHECKING:
+    from keeptar.keep.resume import ResumeCache
 
 __all__ = [
     "MEMORY_BUDGET",
@@ -87,8 +90,14 @@ class BlockWriter:
             after ``FRESH_AFTER_MISSES`` missing blocks in a row the stream is taken
             for a fresh one and the rest is stored without asking (an interrupted
             load stored its blocks in order, two at a time).
+        resume: resume with signed locators an interrupted load recorded (a store
+            whose ``has_block`` needs them, i.e. Arvados): while the cache holds
+            locators not asked for yet, each block is hashed first and one it
+            vouches for (:meth:`~keeptar.keep.resume.ResumeCache.stored_locator`) is
+            not stored again, its signed locator is used; every block stored is
+            recorded in it.  Not with *is_stored*.
 
-    ``skipped_blocks`` counts the blocks *is_stored* found.
+    ``skipped_blocks`` counts the blocks *is_stored* or *resume* found.
 
     Use as a context manager; leaving it by an exception abandons pending blocks.
     """
@@ -103,9 +112,13 @@ class BlockWriter:
         progress: Callable[[int], None] | None = None,
         detach: bool = False,
         is_stored: Callable[[str], bool] | None = None,
+        resume: ResumeCache | None = None,
     ) -> None:
-        self._put = put_block
+        if is_stored is not None and resume is not None:
+            raise ValueError("is_stored and resume exclude each other")
+        self._put: PutBlock = put_block if resume is None else resume.recording(put_block)
         self._is_stored = is_stored
+        self._resume = resume
         self._misses_in_a_row = 0
         self.skipped_blocks = 0
         self._detach = detach
@@ -264,7 +277,7 @@ class BlockWriter:
         future: Future[str] = Future()
         try:
             with memoryview(self._buffer) as whole, whole[:length] as view:
-                future.set_result(self._put(view, md5=None))
+                future.set_result(self._put_unless_stored(view))
         except Exception as exc:
             future.set_exception(exc)
             self._futures.append(future)
@@ -342,6 +355,16 @@ class BlockWriter:
         return locator
 
     def _put_unless_stored(self, view: memoryview) -> str:
+        if self._resume is not None:
+            if not self._resume.pending:  # nothing left to find: no hashing first
+                return self._put(view, md5=None)
+            md5 = hashlib.md5(view).hexdigest()
+            signed = self._resume.stored_locator(f"{md5}+{len(view)}")
+            if signed is not None:
+                with self._lock:
+                    self.skipped_blocks += 1
+                return signed
+            return self._put(view, md5=md5)
         if self._is_stored is None or self._misses_in_a_row >= FRESH_AFTER_MISSES:
             return self._put(view, md5=None)
         md5 = hashlib.md5(view).hexdigest()
@@ -517,6 +540,7 @@ def store_file(
     detach: bool = False,
     progress: Callable[[int], None] | None = None,
     is_stored: Callable[[str], bool] | None = None,
+    resume: ResumeCache | None = None,
     check: Callable[[int, memoryview], None] | None = None,
 ) -> StoredStream:
     """Store the first *size* bytes of a regular file as Keep blocks, reading each once.
@@ -530,7 +554,8 @@ def store_file(
 
     With *is_stored* (see :class:`BlockWriter`) a re-run of an interrupted load
     stores only the blocks the store does not hold yet: every block is read and
-    hashed again, nothing is cached on disk.
+    hashed again, nothing is cached on disk.  With *resume* (see :class:`BlockWriter`)
+    the same from signed locators an interrupted load recorded on disk.
 
     (Not ``mmap``: a file truncated while mapped kills the process with SIGBUS.)
 
@@ -545,7 +570,12 @@ def store_file(
         return StoredStream((), 0)
     workers, in_flight = (DETACHED_IN_FLIGHT, DETACHED_IN_FLIGHT) if detach else (2, 1)
     with BlockWriter(
-        put_block, workers=workers, in_flight=in_flight, progress=progress, is_stored=is_stored
+        put_block,
+        workers=workers,
+        in_flight=in_flight,
+        progress=progress,
+        is_stored=is_stored,
+        resume=resume,
     ) as writer:
         for start in range(0, size, BLOCK_SIZE):
             length = min(BLOCK_SIZE, size - start)
