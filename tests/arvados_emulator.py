@@ -219,6 +219,7 @@ class Emulator:
         self.faults: list[Fault] = []
         self.requests: list[tuple[str, str]] = []
         self.keep_bytes_served = 0  # block bytes the keepstores sent to GETs
+        self.keep_put_hashes: list[str] = []  # the md5 of every keepstore PUT, in order
         self._tmp = Path(tempfile.mkdtemp(prefix="arv-emulator-"))
         self.block_dirs = [self._tmp / f"keep{n}" for n in range(self.keepstores)]
         for folder in self.block_dirs:
@@ -679,6 +680,8 @@ class _KeepHandler(_Base):
             return
         length = int(self.headers.get("Content-Length") or 0)
         md5 = urlsplit(self.path).path.strip("/")
+        with self.emu.lock:
+            self.emu.keep_put_hashes.append(md5)
         account = self.emu.accounts.get(self.token() or "")
         if account is None:
             self.body()
