@@ -143,7 +143,7 @@ class Cluster:
     def assert_no_secret_printed(self, signatures: list[str]) -> None:
         for output in self.outputs:
             text = output.decode(errors="replace")
-            assert "+A" not in text
+            assert not re.search(r"\+A[0-9a-f]{6}", text), text
             for signature in signatures:
                 assert signature not in text
 
@@ -274,3 +274,30 @@ def test_standard_input_keeps_no_cache(emulator: Any, tmp_path: Path) -> None:
     with open(archive, "rb") as stdin:
         cluster.killed_load(2, "-", stdin=stdin)
     assert not cluster.resume_dir.exists()
+
+
+def test_a_head_that_fails_is_an_error_that_names_no_signature(
+    emulator: Any, tmp_path: Path
+) -> None:
+    """A HEAD nobody answers is a backend error (exit 5), as for has_block everywhere:
+    never taken for "missing".  The SDK's message names the signed locator; ours must not."""
+    cluster = Cluster(emulator, tmp_path)
+    archive = multi_block_archive(tmp_path)
+    blocks = file_blocks(archive)
+    cluster.killed_load(2, str(archive))
+    cached = cluster.cached()
+    fault = emulator.inject("HEAD", "/keep/", status=500, times=1000)
+    try:
+        failed = run_keeptar("load", "--no-progress", str(archive), env=cluster.env)
+    finally:
+        fault.times = 0
+    cluster.outputs += [failed.stdout, failed.stderr]
+    assert failed.returncode == 5, failed.stderr
+    message = failed.stderr.decode()
+    assert message.startswith("keeptar: error: looking for block ") and message.count("\n") == 1
+    recorded = cluster.cached()
+    assert recorded[: len(cached)] == cached  # kept for the next run, with what it stored
+    mark = cluster.puts()
+    cluster.load(str(archive))
+    assert set(cluster.put_since(mark)) == md5s(blocks) - md5s(recorded)
+    cluster.assert_no_secret_printed(signatures(recorded))

@@ -30,13 +30,17 @@ _SECRETS: set[str] = set()
 
 
 def scrub(text: str) -> str:
-    """Remove every API token keeptar knows of from *text*."""
+    """Remove every API token keeptar knows of, and every block permission signature
+    (``+A<signature>@<expiry>``: it grants reading the block), from *text*."""
     for secret in _SECRETS:
         if secret:
             text = text.replace(secret, "***")
             if secret.startswith("v2/"):
                 text = text.replace(secret.rsplit("/", 1)[-1], "***")
-    return text
+    return _SIGNATURE.sub("+A***", text)
+
+
+_SIGNATURE = re.compile(r"\+A[0-9a-fA-F]{40}@[0-9a-fA-F]{8}")
 
 
 def _remember_token(token: str | None) -> None:
@@ -366,7 +370,7 @@ def _connection_of(api: Any, default: tuple[str, str | None, bool]) -> tuple[str
 
 
 def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = " ".join(scrub(str(exc)).split()) or type(exc).__name__  # scrubbed, then cut
     return text[:300]
 
 
