@@ -301,3 +301,23 @@ def test_a_head_that_fails_is_an_error_that_names_no_signature(
     cluster.load(str(archive))
     assert set(cluster.put_since(mark)) == md5s(blocks) - md5s(recorded)
     cluster.assert_no_secret_printed(signatures(recorded))
+
+
+def test_a_compressed_file_resumes_too(emulator: Any, tmp_path: Path) -> None:
+    """A compressed file is stored decompressed in one pass; the blocks of that stream
+    resume as a plain file's (the cache is keyed on the compressed file)."""
+    cluster = Cluster(emulator, tmp_path)
+    archive = multi_block_archive(tmp_path)
+    blocks = file_blocks(archive)
+    subprocess.run(["zstd", "-q", "-1", "--rm", str(archive)], check=True, timeout=120)
+    compressed = archive.with_name(archive.name + ".zst")
+    cluster.killed_load(2, str(compressed))
+    cached = cluster.cached()
+    assert 1 <= len(cached) < len(blocks)
+    mark = cluster.puts()
+    result = json.loads(cluster.load(str(compressed)).stdout)
+    assert set(cluster.put_since(mark)) == md5s(blocks) - md5s(cached)
+    subprocess.run(["zstd", "-q", "-d", str(compressed)], check=True, timeout=120)
+    assert result["portable_data_hash"] == expected_pdh(archive)
+    assert cluster.cache_files() == []
+    cluster.assert_no_secret_printed(signatures(cached))
