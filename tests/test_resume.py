@@ -321,3 +321,47 @@ def test_a_compressed_file_resumes_too(emulator: Any, tmp_path: Path) -> None:
     assert result["portable_data_hash"] == expected_pdh(archive)
     assert cluster.cache_files() == []
     cluster.assert_no_secret_printed(signatures(cached))
+
+
+def test_a_cache_of_another_token_or_near_expiry_is_not_used(tmp_path: Path) -> None:
+    """Signatures are bound to the token: a cache written with another token (same user)
+    is not used (keepstore would answer its HEADs 400, an error); nor is a signature that
+    expires within MIN_VALIDITY (the collection is created with it later)."""
+    from keeptar.keep.resume import MIN_VALIDITY, ResumeCache, ResumeScope
+
+    source = tmp_path / "image.tar"
+    source.write_bytes(b"x" * 100)
+    status = source.stat()
+    heads: list[str] = []
+
+    def head(locator: str) -> bool:
+        heads.append(locator)
+        return True
+
+    def cache(credential: str) -> ResumeCache:
+        scope = ResumeScope("cluster.example:443", "zzzzz-tpzed-000000000000001", credential)
+        return ResumeCache(scope, str(source), status, BLOCK, head=head, directory=tmp_path / "c")
+
+    now = int(time.time())
+    fresh = "a" * 32 + "+100+A" + "1" * 40 + "@" + format(now + 2 * MIN_VALIDITY, "08x")
+    soon = "b" * 32 + "+100+A" + "2" * 40 + "@" + format(now + MIN_VALIDITY // 2, "08x")
+    writer = cache("token-one")
+    writer.record(fresh)
+    writer.record(soon)
+    writer.record("c" * 32 + "+100")  # unsigned: not recorded
+    writer.close()
+    assert stat.S_IMODE(writer.path.stat().st_mode) == 0o600
+    assert writer.path.read_text().count("\n") == 3  # header and two locators
+    same = cache("token-one")
+    assert same.entries == 1 and same.pending
+    assert same.stored_locator("b" * 32 + "+100") is None  # expires too soon: uploaded
+    assert same.stored_locator("a" * 32 + "+100") == fresh and heads == [fresh]
+    assert not same.pending
+    other = cache("token-two")
+    assert other.entries == 0 and not other.pending
+    assert other.stored_locator("a" * 32 + "+100") is None and heads == [fresh]
+    other.record(fresh)  # the file is started afresh for the new token
+    other.close()
+    assert cache("token-one").entries == 0 and cache("token-two").entries == 1
+    other.discard()
+    assert not other.path.exists()
