@@ -38,6 +38,7 @@ __all__ = ["MIN_VALIDITY", "ResumeCache", "ResumeScope", "resume_directory"]
 MIN_VALIDITY = 3600
 
 _HEADER = "keeptar-resume 1"
+_MAX_READ = 4 << 20
 # md5+size, hints, and a permission hint +A<40 hex>@<8 hex expiry> (as keepstore signs).
 _SIGNED = re.compile(
     r"([0-9a-f]{32}\+[0-9]+)((?:\+[B-Z][A-Za-z0-9@_-]*)*)\+A[0-9a-f]{40}@([0-9a-f]{8})"
@@ -114,18 +115,23 @@ class ResumeCache:
                 block_size,
             ]
         )
-        self.directory = directory if directory is not None else resume_directory()
+        usable = True
+        try:
+            self.directory = directory if directory is not None else resume_directory()
+        except RuntimeError:  # no home directory to hold a cache: no resume
+            self.directory, usable = Path(os.devnull), False
         self.path = self.directory / (hashlib.sha256(key.encode()).hexdigest() + ".resume")
         self._header = f"{_HEADER} {scope.credential}\n"
         self._head = head
         self._lock = threading.Lock()
         self._fd: int | None = None
-        self._writable = True
+        self._writable = usable
         self._entries: dict[str, str] = {}  # md5+size -> signed locator
         self._unmatched: set[str] = set()
         self._confirmed: set[str] = set()
         self._append = False  # the file on disk is ours to append to
-        self._load()
+        if usable:
+            self._load()
 
     # ---- reading -----------------------------------------------------------------------
 
@@ -138,7 +144,9 @@ class ResumeCache:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 return
             with os.fdopen(os.dup(fd), "rb") as file:
-                data = file.read(64 << 20)  # a cache line per 64 MiB block: ample
+                # ~90 bytes a 64 MiB block: 4 MiB covers a 2.8 TiB file, within the
+                # memory budget whatever the file holds.
+                data = file.read(_MAX_READ)
         except OSError:
             return
         finally:
