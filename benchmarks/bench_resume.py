@@ -76,7 +76,7 @@ def main() -> None:
         )
         resumed_runs: list[Run] = []
         cached: list[int] = []
-        killed_args = ["load", "--force", "--no-progress", str(path)]
+        killed_args = ["load", "--resume", "--force", "--no-progress", str(path)]
         for _ in range(3):
             subprocess.run(
                 [sys.executable, "-c", KILL_AFTER_PUTS, str(blocks * 9 // 10), *killed_args],
@@ -86,7 +86,7 @@ def main() -> None:
             cached.append(cached_blocks(cache_home))
             resumed_runs.append(
                 run(
-                    [*keeptar, "load", "--force", "--no-progress", str(path)],
+                    [*keeptar, "load", "--resume", "--force", "--no-progress", str(path)],
                     repeat=1,
                     server=server,
                 )

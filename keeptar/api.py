@@ -42,7 +42,7 @@ def load_archive(
     force_image_format: bool = False,
     progress: Callable[[int], None] | None = None,
     warn: Callable[[str], None] | None = None,
-    resume: bool = True,
+    resume: bool = False,
 ) -> LoadResult:
     """Store the image archive *archive* in *backend* and register it as ``arv-keepdocker`` does.
 
@@ -61,8 +61,8 @@ def load_archive(
         warn: called with each one-line warning (a skipped tag, say), once each.
         resume: on Arvados, from a path to a regular file: record the signed locator
             of each block stored in ``~/.cache/keeptar/resume/``, so that a call after
-            a failure or kill uploads only the blocks missing (as ``arv-put``); False
-            neither reads nor writes that cache.
+            a failure or kill, also with *resume*, uploads only the blocks missing (as
+            ``arv-put``).  Off by default: nothing is written to disk.
 
     Returns:
         What was registered (:class:`keeptar.load.LoadResult`).

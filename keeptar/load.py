@@ -691,7 +691,7 @@ def load_image(
     progress: Callable[[int], None] | None = None,
     warn: Callable[[str], None] | None = None,
     input_stream: BinaryIO | None = None,
-    resume: bool = True,
+    resume: bool = False,
 ) -> LoadResult:
     """Load an image into *backend* and register it; see the module docstring.
 
@@ -720,7 +720,7 @@ def load_image(
         resume: on Arvados, record the signed locator of each block stored from a
             regular file in a cache on disk, and let a re-run after a failure or kill
             store only the blocks missing (``arv-put``'s resume; see
-            :mod:`keeptar.keep.resume`); False neither reads nor writes the cache.
+            :mod:`keeptar.keep.resume`).  Off by default: no cache on disk.
 
     Raises:
         KeeptarError: see :mod:`keeptar.errors`; nothing is left registered.

@@ -117,9 +117,21 @@ class Cluster:
     def put_since(self, mark: int) -> list[str]:
         return self.emulator.keep_put_hashes[mark:]
 
-    def killed_load(self, after: int, *args: str, stdin: Any = None) -> None:
+    def killed_load(
+        self, after: int, *args: str, stdin: Any = None, resume: str = "--resume"
+    ) -> None:
+        """A load (``--resume`` unless *resume* says otherwise) killed after *after* PUTs."""
         process = subprocess.run(
-            [sys.executable, "-c", _KILL_AFTER_PUTS, str(after), "load", "--no-progress", *args],
+            [
+                sys.executable,
+                "-c",
+                _KILL_AFTER_PUTS,
+                str(after),
+                "load",
+                resume,
+                "--no-progress",
+                *args,
+            ],
             stdin=stdin,
             capture_output=True,
             env={**os.environ, **self.env},
@@ -129,7 +141,7 @@ class Cluster:
         self.outputs += [process.stdout, process.stderr]
 
     def load(self, *args: str) -> subprocess.CompletedProcess[bytes]:
-        result = run_keeptar("load", "--no-progress", "--json", *args, env=self.env)
+        result = run_keeptar("load", "--resume", "--no-progress", "--json", *args, env=self.env)
         self.outputs += [result.stdout, result.stderr]
         assert result.returncode == 0, result.stderr
         return result
@@ -267,6 +279,20 @@ def test_no_resume_neither_reads_nor_writes_the_cache(emulator: Any, tmp_path: P
     cluster.assert_no_secret_printed(signatures(cluster.cached()))
 
 
+def test_without_resume_a_load_keeps_no_cache_on_disk(emulator: Any, tmp_path: Path) -> None:
+    """Issue 9: by default a load keeps no cache on disk; a re-run uploads every block."""
+    cluster = Cluster(emulator, tmp_path)
+    archive = multi_block_archive(tmp_path)
+    blocks = file_blocks(archive)
+    cluster.killed_load(2, str(archive), resume="--no-progress")  # no --resume given
+    assert not cluster.resume_dir.exists()
+    mark = cluster.puts()
+    done = run_keeptar("load", "--no-progress", str(archive), env=cluster.env)
+    assert done.returncode == 0, done.stderr
+    assert set(cluster.put_since(mark)) == md5s(blocks)
+    assert not cluster.resume_dir.exists()
+
+
 def test_standard_input_keeps_no_cache(emulator: Any, tmp_path: Path) -> None:
     """Standard input has no identity a re-run could recognise, even from a file."""
     cluster = Cluster(emulator, tmp_path)
@@ -288,7 +314,7 @@ def test_a_head_that_fails_is_an_error_that_names_no_signature(
     cached = cluster.cached()
     fault = emulator.inject("HEAD", "/keep/", status=500, times=1000)
     try:
-        failed = run_keeptar("load", "--no-progress", str(archive), env=cluster.env)
+        failed = run_keeptar("load", "--resume", "--no-progress", str(archive), env=cluster.env)
     finally:
         fault.times = 0
     cluster.outputs += [failed.stdout, failed.stderr]

@@ -86,10 +86,10 @@ def load_command(
         typer.Option(
             "--resume/--no-resume",
             help="On Arvados, record each block stored from a file in "
-            "~/.cache/keeptar/resume/ so that a re-run after a failure or kill uploads only "
-            "what is missing, as arv-put; --no-resume neither reads nor writes that cache.",
+            "~/.cache/keeptar/resume/ so that a re-run with --resume after a failure or "
+            "kill uploads only what is missing, as arv-put. Off by default: no cache on disk.",
         ),
-    ] = True,
+    ] = False,
     backend: BackendOption = None,
     as_json: JsonOption = False,
     version: VersionOption = False,
