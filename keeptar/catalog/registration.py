@@ -549,16 +549,15 @@ def _rollback(backend: Backend, created: Sequence[_Made]) -> list[str]:
     carried out: what its filters find now, and did not find before, is removed
     too.  A collection that links this run did not make point to (another run
     adopted it) is kept: it is no longer this run's to remove.
+
+    A second Ctrl-C stops the rollback: what it had not yet removed is returned,
+    so the error names it instead of a bare "interrupted".
     """
     if not created:
         return []
-    try:
-        fresh = backend.reopen()
-    except KeeptarError:
-        return [made.uuid or f"a {made.kind} (unknown UUID)" for made in created]
-    left: list[str] = []
     targets: list[tuple[str, str]] = []
     try:
+        fresh = backend.reopen()
         for made in created:
             if made.uuid is not None:
                 targets.append((made.kind, made.uuid))
@@ -569,10 +568,12 @@ def _rollback(backend: Backend, created: Sequence[_Made]) -> list[str]:
                 for record in method(made.filters, select=["uuid"])
                 if record["uuid"] not in made.before
             )
-    except KeeptarError:
+    except (KeeptarError, KeyboardInterrupt):  # KeyboardInterrupt: Ctrl-C again
         return [made.uuid or f"a {made.kind} (unknown UUID)" for made in created]
     own = {uuid for _, uuid in targets}
-    for kind, uuid in reversed(targets):
+    left: list[str] = []
+    pending = list(reversed(targets))
+    for index, (kind, uuid) in enumerate(pending):
         try:
             if kind == "link":
                 with contextlib.suppress(NotFoundError):
@@ -593,6 +594,9 @@ def _rollback(backend: Backend, created: Sequence[_Made]) -> list[str]:
                 left.append(uuid)
         except (KeeptarError, OSError):
             left.append(uuid)
+        except KeyboardInterrupt:  # Ctrl-C again: stop here, and name what may be left
+            left.extend(rest for _, rest in pending[index:])
+            break
     return list(reversed(left))
 
 
