@@ -288,24 +288,32 @@ def _run(
     force: bool,
     accept: Accept | None,
 ) -> Registered | None:
+    with (
+        _rolled_back_on_failure(backend) as created,
+        _keepdocker_lock(backend, request.image_id),
+        backend.atomic(),
+    ):
+        return _register(backend, request, manifest_text, existing, force, accept, created)
+
+
+@contextlib.contextmanager
+def _rolled_back_on_failure(backend: Backend) -> Iterator[list[_Made]]:
+    """Yield the list of what the block creates; on any exception, undo it.
+
+    Whatever cannot be undone is named in a BackendError raised from the exception.
+    """
     created: list[_Made] = []
     try:
-        with _keepdocker_lock(backend, request.image_id), backend.atomic():
-            return _register(backend, request, manifest_text, existing, force, accept, created)
+        yield created
     except BaseException as exc:
-        _roll_back_or_explain(backend, created, exc)
+        leftovers = _rollback(backend, created)
+        if leftovers:
+            what = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            raise BackendError(
+                f"{what}; could not remove what this load had registered: "
+                f"{', '.join(leftovers)} (loading again completes and keeps it)"
+            ) from exc
         raise
-
-
-def _roll_back_or_explain(backend: Backend, created: Sequence[_Made], exc: BaseException) -> None:
-    """Undo *created* after *exc*; raise a BackendError naming whatever is left."""
-    leftovers = _rollback(backend, created)
-    if leftovers:
-        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
-        raise BackendError(
-            f"{what}; could not remove what this load had registered: "
-            f"{', '.join(leftovers)} (loading again completes and keeps it)"
-        ) from exc
 
 
 def register_links(
@@ -325,22 +333,8 @@ def register_links(
     properties: dict[str, Any] = {}
     if image_timestamp is not None:
         properties["image_timestamp"] = image_timestamp
-    created: list[_Made] = []
-    try:
-        with backend.atomic():
-            for link_class, name in links:
-                _ensure_link(
-                    backend,
-                    link_class=link_class,
-                    name=name,
-                    head_uuid=collection["uuid"],
-                    owner_uuid=owner_uuid,
-                    properties=properties,
-                    created=created,
-                )
-    except BaseException as exc:
-        _roll_back_or_explain(backend, created, exc)
-        raise
+    with _rolled_back_on_failure(backend) as created, backend.atomic():
+        _ensure_links(backend, collection["uuid"], owner_uuid, links, properties, created)
     return Registered(
         collection=collection,
         reused=True,
@@ -364,22 +358,17 @@ def ensure_link(
     the embedded store; on Arvados, look again after creating and delete this
     run's extra if concurrent runs each made one; rolled back on failure.
     """
-    created: list[_Made] = []
-    try:
-        with backend.atomic():
-            return _ensure_link(
-                backend,
-                link_class=link_class,
-                name=name,
-                head_uuid=head_uuid,
-                owner_uuid=owner_uuid,
-                properties=properties or {},
-                created=created,
-                tail_uuid=tail_uuid,
-            )
-    except BaseException as exc:
-        _roll_back_or_explain(backend, created, exc)
-        raise
+    with _rolled_back_on_failure(backend) as created, backend.atomic():
+        return _ensure_link(
+            backend,
+            link_class=link_class,
+            name=name,
+            head_uuid=head_uuid,
+            owner_uuid=owner_uuid,
+            properties=properties or {},
+            created=created,
+            tail_uuid=tail_uuid,
+        )
 
 
 def _register(
@@ -418,18 +407,8 @@ def _register(
             return None  # only looking for a stored copy, and there is none
         collection = _collection_from_manifest(backend, request, manifest_text, force, created)
 
-    for link_class, link_name in [(HASH_LINK, request.image_id)] + [
-        (REPO_TAG_LINK, tag) for tag in request.repo_tags
-    ]:
-        _ensure_link(
-            backend,
-            link_class=link_class,
-            name=link_name,
-            head_uuid=collection["uuid"],
-            owner_uuid=owner,
-            properties=link_properties,
-            created=created,
-        )
+    links = [(HASH_LINK, request.image_id)] + [(REPO_TAG_LINK, tag) for tag in request.repo_tags]
+    _ensure_links(backend, collection["uuid"], owner, links, link_properties, created)
     if not collection.get("portable_data_hash"):
         collection = backend.get_collection(collection["uuid"])
     return Registered(
@@ -494,6 +473,27 @@ def _collection_from_manifest(
         if adopted is not None:
             return adopted
         return create(True)
+
+
+def _ensure_links(
+    backend: Backend,
+    head_uuid: str,
+    owner_uuid: str,
+    links: Sequence[tuple[str, str]],
+    properties: Mapping[str, Any],
+    created: list[_Made],
+) -> None:
+    """:func:`_ensure_link` for each ``(link_class, name)`` of *links*."""
+    for link_class, name in links:
+        _ensure_link(
+            backend,
+            link_class=link_class,
+            name=name,
+            head_uuid=head_uuid,
+            owner_uuid=owner_uuid,
+            properties=properties,
+            created=created,
+        )
 
 
 def _ensure_link(
