@@ -405,6 +405,46 @@ def test_a_second_ctrl_c_during_the_rollback_names_what_is_left(
     assert_one_complete_registration(ArvadosBackend(), request, image_id)
 
 
+def test_a_rollback_keeps_what_a_concurrent_load_adopted_meanwhile(
+    emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Load A's hash link is made but its answer is late; load B finds A's collection
+    and hash link and completes the registration; then A is interrupted.  A's rollback
+    must leave B's registration whole: the collection and the hash link are B's now."""
+    from keeptar.backends.arvados import ArvadosBackend
+
+    for key, value in emulator.env(emulator.alice).items():
+        monkeypatch.setenv(key, value)
+    archive = unique_image(BUILDAH, tmp_path)
+    image_id = image_id_of(archive)
+    held = emulator.inject("POST", "/arvados/v1/links", hold=20.0)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "keeptar", "load", "--no-progress", str(archive)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 120
+        while held.times and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.02)
+        assert held.times == 0, "the request to interrupt never came"
+        time.sleep(0.5)  # A's hash link is made; its answer is held
+        other = run_keeptar("load", "--no-progress", str(archive))
+        assert other.returncode == 0, other.stderr
+        backend = ArvadosBackend()
+        assert_one_complete_registration(backend, request, image_id)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        held.times = 0
+    assert process.returncode == 130, err
+    assert err == b"keeptar: error: interrupted\n"
+    assert_one_complete_registration(backend, request, image_id)
+    assert server_state(backend, request, image_id)["collections"] == [
+        other.stdout.decode().split()[0]
+    ]
+
+
 # ---- Keep HEAD ---------------------------------------------------------------------------------
 
 

@@ -548,32 +548,41 @@ def _rollback(backend: Backend, created: Sequence[_Made]) -> list[str]:
     A request whose answer never came (Ctrl-C, a lost connection) may have been
     carried out: what its filters find now, and did not find before, is removed
     too.  A collection that links this run did not make point to (another run
-    adopted it) is kept: it is no longer this run's to remove.
+    adopted it) is kept, and so are this run's links on it: the other run found
+    them and counts on them; they are no longer this run's to remove.
 
     A second Ctrl-C stops the rollback: what it had not yet removed is returned,
     so the error names it instead of a bare "interrupted".
     """
     if not created:
         return []
-    targets: list[tuple[str, str]] = []
+    targets: list[tuple[str, str, str | None]] = []  # (kind, uuid, head_uuid of a link)
+    adopted: set[str] = set()
     try:
         fresh = backend.reopen()
         for made in created:
+            head = next((f[2] for f in made.filters if f[0] == "head_uuid"), None)
             if made.uuid is not None:
-                targets.append((made.kind, made.uuid))
+                targets.append((made.kind, made.uuid, head))
                 continue
             method = fresh.list_links if made.kind == "link" else fresh.list_collections
             targets.extend(
-                (made.kind, record["uuid"])
+                (made.kind, record["uuid"], head)
                 for record in method(made.filters, select=["uuid"])
                 if record["uuid"] not in made.before
             )
+        own = {uuid for _, uuid, _ in targets}
+        for kind, uuid, _ in targets:
+            if kind == "collection" and any(
+                link["uuid"] not in own
+                for link in fresh.list_links([["head_uuid", "=", uuid]], select=["uuid"])
+            ):
+                adopted.add(uuid)  # a concurrent run registered it: theirs now
     except (KeeptarError, KeyboardInterrupt):  # KeyboardInterrupt: Ctrl-C again
         return [made.uuid or f"a {made.kind} (unknown UUID)" for made in created]
-    own = {uuid for _, uuid in targets}
     left: list[str] = []
-    pending = list(reversed(targets))
-    for index, (kind, uuid) in enumerate(pending):
+    pending = [t for t in reversed(targets) if t[1] not in adopted and t[2] not in adopted]
+    for index, (kind, uuid, _) in enumerate(pending):
         try:
             if kind == "link":
                 with contextlib.suppress(NotFoundError):
@@ -581,13 +590,6 @@ def _rollback(backend: Backend, created: Sequence[_Made]) -> list[str]:
                 if list(fresh.list_links([["uuid", "=", uuid]], select=["uuid"])):
                     left.append(uuid)
                 continue
-            others = [
-                link
-                for link in fresh.list_links([["head_uuid", "=", uuid]], select=["uuid"])
-                if link["uuid"] not in own
-            ]
-            if others:
-                continue  # adopted by a concurrent run: theirs now
             with contextlib.suppress(NotFoundError):
                 fresh.delete_collection(uuid)
             if list(fresh.list_collections([["uuid", "=", uuid]], select=["uuid"])):
@@ -595,7 +597,7 @@ def _rollback(backend: Backend, created: Sequence[_Made]) -> list[str]:
         except (KeeptarError, OSError):
             left.append(uuid)
         except KeyboardInterrupt:  # Ctrl-C again: stop here, and name what may be left
-            left.extend(rest for _, rest in pending[index:])
+            left.extend(rest for _, rest, _ in pending[index:])
             break
     return list(reversed(left))
 
