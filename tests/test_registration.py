@@ -356,6 +356,95 @@ def test_ctrl_c_while_registering_on_arvados_leaves_nothing(
     assert_one_complete_registration(backend, request, image_id)
 
 
+def test_a_second_ctrl_c_during_the_rollback_names_what_is_left(
+    emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Ctrl-C while a link is made, then Ctrl-C again while the rollback deletes: the
+    rollback stops, the one-line error names the collection it had not removed, and
+    the next load adopts it."""
+    from keeptar.backends.arvados import ArvadosBackend
+
+    for key, value in emulator.env(emulator.alice).items():
+        monkeypatch.setenv(key, value)
+    archive = unique_image(BUILDAH, tmp_path)
+    image_id = image_id_of(archive)
+    made = emulator.inject("POST", "/arvados/v1/links", hold=8.0, skip=1)
+    deleting = emulator.inject("DELETE", "/arvados/v1/links", delay=8.0)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "keeptar", "load", "--no-progress", str(archive)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 120
+        while made.times and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.02)
+        assert made.times == 0, "the request to interrupt never came"
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        while deleting.times and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.02)
+        assert deleting.times == 0, "the rollback never started"
+        time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        made.times = deleting.times = 0
+    time.sleep(9.0)  # the held answer and the delayed delete are done with
+    (collection,) = server_state(ArvadosBackend(), request, image_id)["collections"]
+    assert process.returncode == 5, err
+    message = err.decode()
+    assert message.count("\n") == 1, message
+    assert message.startswith(
+        "keeptar: error: interrupted; could not remove what this load had registered: "
+    ), message
+    assert collection in message, message
+    rerun = run_keeptar("load", "--no-progress", str(archive))
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.stdout.decode().split()[0] == collection  # adopted, not duplicated
+    assert_one_complete_registration(ArvadosBackend(), request, image_id)
+
+
+def test_a_rollback_keeps_what_a_concurrent_load_adopted_meanwhile(
+    emulator: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Load A's hash link is made but its answer is late; load B finds A's collection
+    and hash link and completes the registration; then A is interrupted.  A's rollback
+    must leave B's registration whole: the collection and the hash link are B's now."""
+    from keeptar.backends.arvados import ArvadosBackend
+
+    for key, value in emulator.env(emulator.alice).items():
+        monkeypatch.setenv(key, value)
+    archive = unique_image(BUILDAH, tmp_path)
+    image_id = image_id_of(archive)
+    held = emulator.inject("POST", "/arvados/v1/links", hold=20.0)
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "keeptar", "load", "--no-progress", str(archive)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 120
+        while held.times and time.monotonic() < deadline and process.poll() is None:
+            time.sleep(0.02)
+        assert held.times == 0, "the request to interrupt never came"
+        time.sleep(0.5)  # A's hash link is made; its answer is held
+        other = run_keeptar("load", "--no-progress", str(archive))
+        assert other.returncode == 0, other.stderr
+        backend = ArvadosBackend()
+        assert_one_complete_registration(backend, request, image_id)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    finally:
+        held.times = 0
+    assert process.returncode == 130, err
+    assert err == b"keeptar: error: interrupted\n"
+    assert_one_complete_registration(backend, request, image_id)
+    assert server_state(backend, request, image_id)["collections"] == [
+        other.stdout.decode().split()[0]
+    ]
+
+
 # ---- Keep HEAD ---------------------------------------------------------------------------------
 
 

@@ -93,6 +93,31 @@ def _collection(backend: Backend, source: Record | str) -> Record:
     return backend.get_collection(source)
 
 
+def _checked(
+    backend: Backend,
+    project_uuid: str | None,
+    source: Record | str,
+    image_name: str | None,
+    image_hash: str | None,
+) -> tuple[str, str | None, Record, str, str]:
+    """The owner, the checked name, the image collection, its file name and image ID.
+
+    Raises:
+        UsageError: a bad name, or *image_hash* is not the collection's image ID.
+        ArchiveError: the collection is not an image.
+    """
+    owner = resolve_owner(backend, project_uuid)
+    name = _name(image_name) if image_name is not None else None
+    collection = _collection(backend, source)
+    file_name, image_id = image_file(collection)
+    if image_hash is not None and _image_id(image_hash) != image_id:
+        raise UsageError(
+            f"image hash {abbreviate(image_hash)} is not the image ID of collection "
+            f"{collection['uuid']}, which holds {image_id}.tar"
+        )
+    return owner, name, collection, file_name, image_id
+
+
 def _timestamp(backend: Backend, collection_uuid: str, image_id: str) -> str | None:
     """The ``image_timestamp`` of the collection's best hash link for *image_id*, if any."""
     links = sort_links(
@@ -130,15 +155,9 @@ def add_image_metadata(
         UsageError: a bad name, or *image_hash* is not the collection's image ID.
         NotFoundError, ConflictError: no such collection or project, or not writable.
     """
-    owner = resolve_owner(backend, project_uuid)
-    name = _name(image_name) if image_name is not None else None
-    collection = _collection(backend, collection_uuid)
-    _, image_id = image_file(collection)
-    if image_hash is not None and _image_id(image_hash) != image_id:
-        raise UsageError(
-            f"image hash {abbreviate(image_hash)} is not the image ID of collection "
-            f"{collection['uuid']}, which holds {image_id}.tar"
-        )
+    owner, name, collection, _, image_id = _checked(
+        backend, project_uuid, collection_uuid, image_name, image_hash
+    )
     links = [(HASH_LINK, image_id)] if image_hash is not None or name is None else []
     if name is not None:
         links.append((REPO_TAG_LINK, name))
@@ -175,15 +194,9 @@ def ensure_image(
     """:func:`find_or_create_image`, returning what was registered and created."""
     if image_name is None and image_hash is None:
         raise UsageError("find_or_create_image needs an image name or an image hash (or both)")
-    owner = resolve_owner(backend, project_uuid)
-    name = _name(image_name) if image_name is not None else None
-    source = _collection(backend, source_collection)
-    file_name, image_id = image_file(source)
-    if image_hash is not None and _image_id(image_hash) != image_id:
-        raise UsageError(
-            f"image hash {abbreviate(image_hash)} is not the image ID of collection "
-            f"{source['uuid']}, which holds {image_id}.tar"
-        )
+    owner, name, source, file_name, image_id = _checked(
+        backend, project_uuid, source_collection, image_name, image_hash
+    )
     pdh = source["portable_data_hash"]
     request = ImageRegistration(
         image_id=image_id,

@@ -288,24 +288,32 @@ def _run(
     force: bool,
     accept: Accept | None,
 ) -> Registered | None:
+    with (
+        _rolled_back_on_failure(backend) as created,
+        _keepdocker_lock(backend, request.image_id),
+        backend.atomic(),
+    ):
+        return _register(backend, request, manifest_text, existing, force, accept, created)
+
+
+@contextlib.contextmanager
+def _rolled_back_on_failure(backend: Backend) -> Iterator[list[_Made]]:
+    """Yield the list of what the block creates; on any exception, undo it.
+
+    Whatever cannot be undone is named in a BackendError raised from the exception.
+    """
     created: list[_Made] = []
     try:
-        with _keepdocker_lock(backend, request.image_id), backend.atomic():
-            return _register(backend, request, manifest_text, existing, force, accept, created)
+        yield created
     except BaseException as exc:
-        _roll_back_or_explain(backend, created, exc)
+        leftovers = _rollback(backend, created)
+        if leftovers:
+            what = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
+            raise BackendError(
+                f"{what}; could not remove what this load had registered: "
+                f"{', '.join(leftovers)} (loading again completes and keeps it)"
+            ) from exc
         raise
-
-
-def _roll_back_or_explain(backend: Backend, created: Sequence[_Made], exc: BaseException) -> None:
-    """Undo *created* after *exc*; raise a BackendError naming whatever is left."""
-    leftovers = _rollback(backend, created)
-    if leftovers:
-        what = "interrupted" if isinstance(exc, KeyboardInterrupt) else str(exc)
-        raise BackendError(
-            f"{what}; could not remove what this load had registered: "
-            f"{', '.join(leftovers)} (loading again completes and keeps it)"
-        ) from exc
 
 
 def register_links(
@@ -325,22 +333,8 @@ def register_links(
     properties: dict[str, Any] = {}
     if image_timestamp is not None:
         properties["image_timestamp"] = image_timestamp
-    created: list[_Made] = []
-    try:
-        with backend.atomic():
-            for link_class, name in links:
-                _ensure_link(
-                    backend,
-                    link_class=link_class,
-                    name=name,
-                    head_uuid=collection["uuid"],
-                    owner_uuid=owner_uuid,
-                    properties=properties,
-                    created=created,
-                )
-    except BaseException as exc:
-        _roll_back_or_explain(backend, created, exc)
-        raise
+    with _rolled_back_on_failure(backend) as created, backend.atomic():
+        _ensure_links(backend, collection["uuid"], owner_uuid, links, properties, created)
     return Registered(
         collection=collection,
         reused=True,
@@ -364,22 +358,17 @@ def ensure_link(
     the embedded store; on Arvados, look again after creating and delete this
     run's extra if concurrent runs each made one; rolled back on failure.
     """
-    created: list[_Made] = []
-    try:
-        with backend.atomic():
-            return _ensure_link(
-                backend,
-                link_class=link_class,
-                name=name,
-                head_uuid=head_uuid,
-                owner_uuid=owner_uuid,
-                properties=properties or {},
-                created=created,
-                tail_uuid=tail_uuid,
-            )
-    except BaseException as exc:
-        _roll_back_or_explain(backend, created, exc)
-        raise
+    with _rolled_back_on_failure(backend) as created, backend.atomic():
+        return _ensure_link(
+            backend,
+            link_class=link_class,
+            name=name,
+            head_uuid=head_uuid,
+            owner_uuid=owner_uuid,
+            properties=properties or {},
+            created=created,
+            tail_uuid=tail_uuid,
+        )
 
 
 def _register(
@@ -418,18 +407,8 @@ def _register(
             return None  # only looking for a stored copy, and there is none
         collection = _collection_from_manifest(backend, request, manifest_text, force, created)
 
-    for link_class, link_name in [(HASH_LINK, request.image_id)] + [
-        (REPO_TAG_LINK, tag) for tag in request.repo_tags
-    ]:
-        _ensure_link(
-            backend,
-            link_class=link_class,
-            name=link_name,
-            head_uuid=collection["uuid"],
-            owner_uuid=owner,
-            properties=link_properties,
-            created=created,
-        )
+    links = [(HASH_LINK, request.image_id)] + [(REPO_TAG_LINK, tag) for tag in request.repo_tags]
+    _ensure_links(backend, collection["uuid"], owner, links, link_properties, created)
     if not collection.get("portable_data_hash"):
         collection = backend.get_collection(collection["uuid"])
     return Registered(
@@ -496,6 +475,27 @@ def _collection_from_manifest(
         return create(True)
 
 
+def _ensure_links(
+    backend: Backend,
+    head_uuid: str,
+    owner_uuid: str,
+    links: Sequence[tuple[str, str]],
+    properties: Mapping[str, Any],
+    created: list[_Made],
+) -> None:
+    """:func:`_ensure_link` for each ``(link_class, name)`` of *links*."""
+    for link_class, name in links:
+        _ensure_link(
+            backend,
+            link_class=link_class,
+            name=name,
+            head_uuid=head_uuid,
+            owner_uuid=owner_uuid,
+            properties=properties,
+            created=created,
+        )
+
+
 def _ensure_link(
     backend: Backend,
     *,
@@ -548,31 +548,41 @@ def _rollback(backend: Backend, created: Sequence[_Made]) -> list[str]:
     A request whose answer never came (Ctrl-C, a lost connection) may have been
     carried out: what its filters find now, and did not find before, is removed
     too.  A collection that links this run did not make point to (another run
-    adopted it) is kept: it is no longer this run's to remove.
+    adopted it) is kept, and so are this run's links on it: the other run found
+    them and counts on them; they are no longer this run's to remove.
+
+    A second Ctrl-C stops the rollback: what it had not yet removed is returned,
+    so the error names it instead of a bare "interrupted".
     """
     if not created:
         return []
+    targets: list[tuple[str, str, str | None]] = []  # (kind, uuid, head_uuid of a link)
+    adopted: set[str] = set()
     try:
         fresh = backend.reopen()
-    except KeeptarError:
-        return [made.uuid or f"a {made.kind} (unknown UUID)" for made in created]
-    left: list[str] = []
-    targets: list[tuple[str, str]] = []
-    try:
         for made in created:
+            head = next((f[2] for f in made.filters if f[0] == "head_uuid"), None)
             if made.uuid is not None:
-                targets.append((made.kind, made.uuid))
+                targets.append((made.kind, made.uuid, head))
                 continue
             method = fresh.list_links if made.kind == "link" else fresh.list_collections
             targets.extend(
-                (made.kind, record["uuid"])
+                (made.kind, record["uuid"], head)
                 for record in method(made.filters, select=["uuid"])
                 if record["uuid"] not in made.before
             )
-    except KeeptarError:
+        own = {uuid for _, uuid, _ in targets}
+        for kind, uuid, _ in targets:
+            if kind == "collection" and any(
+                link["uuid"] not in own
+                for link in fresh.list_links([["head_uuid", "=", uuid]], select=["uuid"])
+            ):
+                adopted.add(uuid)  # a concurrent run registered it: theirs now
+    except (KeeptarError, KeyboardInterrupt):  # KeyboardInterrupt: Ctrl-C again
         return [made.uuid or f"a {made.kind} (unknown UUID)" for made in created]
-    own = {uuid for _, uuid in targets}
-    for kind, uuid in reversed(targets):
+    left: list[str] = []
+    pending = [t for t in reversed(targets) if t[1] not in adopted and t[2] not in adopted]
+    for index, (kind, uuid, _) in enumerate(pending):
         try:
             if kind == "link":
                 with contextlib.suppress(NotFoundError):
@@ -580,19 +590,15 @@ def _rollback(backend: Backend, created: Sequence[_Made]) -> list[str]:
                 if list(fresh.list_links([["uuid", "=", uuid]], select=["uuid"])):
                     left.append(uuid)
                 continue
-            others = [
-                link
-                for link in fresh.list_links([["head_uuid", "=", uuid]], select=["uuid"])
-                if link["uuid"] not in own
-            ]
-            if others:
-                continue  # adopted by a concurrent run: theirs now
             with contextlib.suppress(NotFoundError):
                 fresh.delete_collection(uuid)
             if list(fresh.list_collections([["uuid", "=", uuid]], select=["uuid"])):
                 left.append(uuid)
         except (KeeptarError, OSError):
             left.append(uuid)
+        except KeyboardInterrupt:  # Ctrl-C again: stop here, and name what may be left
+            left.extend(rest for _, rest, _ in pending[index:])
+            break
     return list(reversed(left))
 
 
