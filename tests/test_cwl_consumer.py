@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cwltool.errors import WorkflowException
 
 from conftest import fixture_path
 
@@ -77,8 +78,6 @@ def test_the_fail_stubs_catch_a_miss(
 ) -> None:
     """An image that is not in Keep makes arvados-cwl-runner pull: the stub stops it
     (cwltool's SourceLine re-raises it as a WorkflowException)."""
-    from cwltool.errors import WorkflowException
-
     with pytest.raises(WorkflowException, match="pull or upload attempted: pull"):
         get_image(emulator, f"kt/not-loaded-{os.urandom(4).hex()}:1", tmp_path)
     assert no_pull_no_upload == ["pull"]
@@ -106,12 +105,28 @@ def test_the_name_in_a_project(emulator: Any, tmp_path: Path, no_pull_no_upload:
     assert no_pull_no_upload == []
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        "docker.io/library/kt-cwl-{}:22.04",
+        pytest.param(
+            "registry.example.com:5000/ns/app-{}:1",
+            marks=pytest.mark.xfail(
+                strict=True,
+                raises=WorkflowException,
+                reason="arvados-cwl-runner (3.2.1 and upstream main, arvdocker.py) splits "
+                "dockerPull at every ':' and looks up repository 'registry.example.com', "
+                "tag '5000/ns/app-…': no registration can match; it then tries to pull",
+            ),
+        ),
+    ],
+)
 def test_a_fully_qualified_name(
-    emulator: Any, tmp_path: Path, no_pull_no_upload: list[str]
+    emulator: Any, tmp_path: Path, no_pull_no_upload: list[str], template: str
 ) -> None:
-    """``dockerPull: docker.io/library/NAME:TAG`` is searched verbatim, so keeptar must
-    register ``--tag`` exactly as typed."""
-    name = f"docker.io/library/kt-cwl-{os.urandom(4).hex()}:22.04"
+    """``dockerPull: docker.io/library/NAME:TAG`` (or a registry with a port) is searched
+    verbatim, so keeptar must register ``--tag`` exactly as typed."""
+    name = template.format(os.urandom(4).hex())
     loaded = keeptar_load(emulator, "--tag", name, str(fixture_path("docker-v2-app.tar")))
     assert get_image(emulator, name, tmp_path) == loaded["portable_data_hash"]
     assert no_pull_no_upload == []
