@@ -73,6 +73,13 @@ def docker_load(env: dict[str, str], archive: Path, image: str, *, rename: str =
     return reference
 
 
+def keep_puts(emu: Any) -> int:
+    """How many block PUTs the emulator's keepstores have served (0 without an emulator)."""
+    if emu is None:
+        return 0
+    return sum(1 for method, path in emu.requests if method == "PUT" and path == "/keep/")
+
+
 def docker_image_id(env: dict[str, str], reference: str) -> str:
     """The image ID the daemon *env* names gives *reference* (``docker image inspect``)."""
     return subprocess.run(

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_inspect_registration import archive_facts
 from test_load import unique_image
 
 from conftest import docker_image_id, docker_load, fixture_path, run_keeptar
@@ -111,6 +112,7 @@ def test_load_archive_from_a_path_and_from_binary_streams(
 
     archive = unique_image(APP, tmp_path)
     by_path = load_archive(backend, archive, tag="api/path:1")
+    assert by_path.image_id == archive_facts(archive)[0]  # sha256 of the config, by tarfile
     assert (by_path.uuid, by_path.image_id) in _registered(backend, "api/path:1")
 
     # A stream that is not a file (no descriptor, not seekable): read once, as given.

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from conftest import fixture_path, load_truth, run_keeptar
+from conftest import fixture_path, keep_puts, load_truth, run_keeptar
 
 TRUTH = load_truth()
 APP = "docker-v2-app.tar"
@@ -62,10 +62,6 @@ def load_as(emu: Any, account: Any, *args: str) -> dict[str, Any]:
     assert result.returncode == 0, result.stderr.decode()
     doc: dict[str, Any] = json.loads(result.stdout)
     return doc
-
-
-def keep_puts(emu: Any) -> int:
-    return sum(1 for method, path in emu.requests if method == "PUT" and path == "/keep/")
 
 
 @pytest.fixture(scope="module")
@@ -371,10 +367,10 @@ def test_force_from_a_collection_makes_a_named_copy_of_its_blocks(
     emu = request.getfixturevalue("emulator") if isinstance(backend, ArvadosBackend) else None
     first = load_image(backend, str(fixture_path(APP)))
     source = backend.get_collection(first.uuid)
-    puts = keep_puts(emu) if emu else 0
+    puts = keep_puts(emu)
     name = f"forced {os.urandom(4).hex()}"
     forced = load_image(backend, first.uuid, force=True, name=name)
-    assert (keep_puts(emu) if emu else 0) == puts
+    assert keep_puts(emu) == puts
     assert forced.uuid != first.uuid and forced.reused
     record = backend.get_collection(forced.uuid)
     assert (record["name"], record["owner_uuid"]) == (name, source["owner_uuid"])

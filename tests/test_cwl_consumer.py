@@ -9,14 +9,13 @@ fail the test: the image must be found as keeptar registered it.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cwltool.errors import WorkflowException
+from test_emulator_fidelity import keeptar_load
 
 from conftest import fixture_path
 
@@ -49,18 +48,6 @@ def no_pull_no_upload(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return attempts
 
 
-def keeptar_load(emulator: Any, *args: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", "keeptar", "load", "--json", "--force", *args],
-        capture_output=True,
-        env={**os.environ, **emulator.env(emulator.alice)},
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
-
-
 def get_image(emulator: Any, name: str, tmp_path: Path, **context: Any) -> str:
     from arvados_cwl.arvdocker import arv_docker_get_image
     from arvados_cwl.context import ArvRuntimeContext
@@ -77,8 +64,6 @@ def test_the_fail_stubs_catch_a_miss(
 ) -> None:
     """An image that is not in Keep makes arvados-cwl-runner pull: the stub stops it
     (cwltool's SourceLine re-raises it as a WorkflowException)."""
-    from cwltool.errors import WorkflowException
-
     with pytest.raises(WorkflowException, match="pull or upload attempted: pull"):
         get_image(emulator, f"kt/not-loaded-{os.urandom(4).hex()}:1", tmp_path)
     assert no_pull_no_upload == ["pull"]
@@ -86,7 +71,9 @@ def test_the_fail_stubs_catch_a_miss(
 
 def test_the_plain_name(emulator: Any, tmp_path: Path, no_pull_no_upload: list[str]) -> None:
     name = f"kt/cwl-plain-{os.urandom(4).hex()}:1"
-    loaded = keeptar_load(emulator, "--tag", name, str(fixture_path("docker-v2-app.tar")))
+    loaded = keeptar_load(
+        emulator, "--force", "--tag", name, str(fixture_path("docker-v2-app.tar"))
+    )
     assert get_image(emulator, name, tmp_path) == loaded["portable_data_hash"]
     assert no_pull_no_upload == []
 
@@ -98,7 +85,13 @@ def test_the_name_in_a_project(emulator: Any, tmp_path: Path, no_pull_no_upload:
     project = emulator.alice_project["uuid"]
     name = f"kt/cwl-project-{os.urandom(4).hex()}:1"
     loaded = keeptar_load(
-        emulator, "--project-uuid", project, "--tag", name, str(fixture_path("docker-v2-app.tar"))
+        emulator,
+        "--force",
+        "--project-uuid",
+        project,
+        "--tag",
+        name,
+        str(fixture_path("docker-v2-app.tar")),
     )
     pdh = get_image(emulator, name, tmp_path, project_uuid=project, copy_deps=True)
     assert pdh == loaded["portable_data_hash"]
@@ -106,12 +99,30 @@ def test_the_name_in_a_project(emulator: Any, tmp_path: Path, no_pull_no_upload:
     assert no_pull_no_upload == []
 
 
+@pytest.mark.parametrize(
+    "template",
+    [
+        "docker.io/library/kt-cwl-{}:22.04",
+        pytest.param(
+            "registry.example.com:5000/ns/app-{}:1",
+            marks=pytest.mark.xfail(
+                strict=True,
+                raises=WorkflowException,
+                reason="arvados-cwl-runner (3.2.1 and upstream main, arvdocker.py) splits "
+                "dockerPull at every ':' and looks up repository 'registry.example.com', "
+                "tag '5000/ns/app-…': no registration can match; it then tries to pull",
+            ),
+        ),
+    ],
+)
 def test_a_fully_qualified_name(
-    emulator: Any, tmp_path: Path, no_pull_no_upload: list[str]
+    emulator: Any, tmp_path: Path, no_pull_no_upload: list[str], template: str
 ) -> None:
-    """``dockerPull: docker.io/library/NAME:TAG`` is searched verbatim, so keeptar must
-    register ``--tag`` exactly as typed."""
-    name = f"docker.io/library/kt-cwl-{os.urandom(4).hex()}:22.04"
-    loaded = keeptar_load(emulator, "--tag", name, str(fixture_path("docker-v2-app.tar")))
+    """``dockerPull: docker.io/library/NAME:TAG`` (or a registry with a port) is searched
+    verbatim, so keeptar must register ``--tag`` exactly as typed."""
+    name = template.format(os.urandom(4).hex())
+    loaded = keeptar_load(
+        emulator, "--force", "--tag", name, str(fixture_path("docker-v2-app.tar"))
+    )
     assert get_image(emulator, name, tmp_path) == loaded["portable_data_hash"]
     assert no_pull_no_upload == []

@@ -494,6 +494,12 @@ def test_a_container_request_runs_the_image_keeptar_loaded(cluster: Any) -> None
     assert run_image(api, pdh) == pdh
     # Keep::Locator.parse's ^ (Ruby) starts any line: a locator on a later line counts.
     assert run_image(api, f"kt/served:1\n{pdh}") == pdh
+    # A registry with a port: the server splits at the first ':' and joins the two
+    # halves again, so the name as typed resolves (arvados-cwl-runner's does not).
+    qualified = "registry.example.com:5000/ns/served:1"
+    again = keeptar_load(cluster, "--tag", qualified, str(fixture_path("docker-v2-app.tar")))
+    assert again["portable_data_hash"] == pdh
+    assert run_image(api, qualified) == pdh
     # Uncommitted: accepted as typed, nothing resolved yet (set_container runs on commit).
     draft = api.container_requests().create(body=request_body("kt/nothing:1", "Uncommitted"))
     assert draft.execute()["container_uuid"] is None

@@ -683,6 +683,38 @@ def test_a_config_rewritten_in_place_is_never_registered_under_the_old_id(
         pytest.fail(f"a file rewritten during the load was registered as {result.image_id}")
 
 
+def test_a_layer_rewritten_in_place_is_caught_by_its_change_time(
+    backend: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Issue 8 §2, the cheap check: a layer byte changed in place, same size, mtime put
+    back.  Without --verify no layer is hashed, so only the change time shows it."""
+    import keeptar.load
+
+    layer_data = os.urandom(8 << 20)  # large enough that the metadata pass skips it
+    path = with_new_config(APP, tmp_path / "layer.tar", layers={0: layer_data})
+    with tarfile.open(path) as tar:
+        (entry,) = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        layer = tar.getmember(entry["Layers"][0])
+    assert layer.size == len(layer_data)
+    real_store_file = keeptar.load.store_file
+
+    def store_after_a_rewrite(*args: Any, **kwargs: Any) -> Any:
+        status = os.stat(path)
+        with open(path, "r+b") as archive:
+            archive.seek(layer.offset_data + layer.size // 2)
+            old = archive.read(1)
+            archive.seek(-1, os.SEEK_CUR)
+            archive.write(bytes([old[0] ^ 0xFF]))
+        os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+        return real_store_file(*args, **kwargs)
+
+    monkeypatch.setattr(keeptar.load, "store_file", store_after_a_rewrite)
+    before = counts(backend)
+    with pytest.raises(ArchiveError, match="changed while it was being loaded"):
+        load_image(backend, str(path))
+    assert counts(backend) == before
+
+
 def _feed(path: Path, target: str | int) -> Any:
     """A thread writing *path* into a FIFO (by name) or a pipe's write end (by fd)."""
     import threading
@@ -866,23 +898,30 @@ def test_arv_get_then_docker_load_gives_the_same_image(emulator: Any, dockerd: s
         )
         assert result.returncode == 0, result.stderr
         doc = json.loads(result.stdout)
+        (engine,) = TRUTH[name]["docker"]  # what docker 20.10 itself made of the archive
+        assert doc["image_id"] == engine["id"]
+        # Another test may have loaded this image into the shared daemon: remove it, so
+        # only the bytes arv-get gives back can make it appear again.
+        subprocess.run(["docker", "rmi", "-f", engine["id"]], env=env, capture_output=True)
+        with pytest.raises(subprocess.CalledProcessError):
+            docker_image_id(env, engine["id"])
         pipeline = subprocess.run(
-            f"arv-get '{doc['uuid']}/{doc['file_name']}' - | docker load -q",
+            f"set -o pipefail; arv-get '{doc['uuid']}/{doc['file_name']}' - | docker load -q",
             shell=True,
+            executable="/bin/bash",
             env=env,
             capture_output=True,
             text=True,
             timeout=300,
         )
         assert pipeline.returncode == 0, pipeline.stderr
-        loaded = subprocess.run(
-            ["docker", "image", "inspect", "-f", "{{.Id}}", doc["image_id"]],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert loaded.stdout.strip() == doc["image_id"]
+        references = [
+            line.removeprefix("Loaded image: ").removeprefix("Loaded image ID: ")
+            for line in pipeline.stdout.splitlines()
+        ]
+        assert references, pipeline.stdout
+        for reference in [*references, engine["id"]]:
+            assert docker_image_id(env, reference) == engine["id"], reference
 
 
 def test_load_from_docker_save(emulator: Any, dockerd: str) -> None:

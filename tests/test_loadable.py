@@ -134,6 +134,33 @@ def register_raw(backend: Any, data: bytes, image_id: str) -> dict[str, Any]:
     return record
 
 
+def upload_as_is(backend: Any, name: str, block: int = 0) -> tuple[bytes, str, list[str]]:
+    """Store fixture *name* as one file of a new collection, cut into *block*-byte blocks
+    (one block when 0), as ``arv-put`` of the archive leaves it; return its bytes, the
+    collection's UUID and the block locators."""
+    source = fixture_path(name).read_bytes()
+    size = block or len(source)
+    pieces = [source[i : i + size] for i in range(0, len(source), size)]
+    blocks = [backend.put_block(memoryview(piece)) for piece in pieces]
+    raw = backend.create_collection(
+        manifest_text=f". {' '.join(blocks)} 0:{len(source)}:{name}\n",
+        name=f"{name} in {size}-byte blocks",
+        owner_uuid=backend.current_user().uuid,
+        properties={},
+        ensure_unique_name=True,
+    )
+    return source, raw["uuid"], blocks
+
+
+def truth_id(name: str, image: str | None) -> str:
+    """The image ID docker 20.10 gave *image* of fixture *name* (skopeo's, for the one
+    image of an OCI archive, which that docker cannot load)."""
+    if image is None:
+        (only,) = TRUTH[name]["images"]
+        return str(only["id"])
+    return str(next(d["id"] for d in TRUTH[name]["docker"] if image in d["repo_tags"]))
+
+
 # ---- §1: OCI-only archives get Docker 25+'s manifest.json ------------------------------
 
 
@@ -332,16 +359,9 @@ def test_collection_source_is_composed_from_its_segments(backend: Any) -> None:
         ("docker-v2-two-images.tar", "kt/base:v1"),
         ("skopeo-oci-archive.tar", None),
     ):
-        source = fixture_path(name).read_bytes()
-        locator = backend.put_block(memoryview(source))
-        raw = backend.create_collection(
-            manifest_text=f". {locator} 0:{len(source)}:{name}\n",
-            name=f"upload of {name}",
-            owner_uuid=backend.current_user().uuid,
-            properties={},
-            ensure_unique_name=True,
-        )
-        result = load_image(backend, raw["uuid"], image=image, force=True)
+        source, raw, _ = upload_as_is(backend, name)
+        result = load_image(backend, raw, image=image, force=True)
+        assert result.image_id == truth_id(name, image)
         _, data, manifest_text = stored(backend, result.uuid)
         assert locators(manifest_text)[0] == whole_file_locator(source)
         assert len(locators(manifest_text)) == 2
@@ -380,11 +400,7 @@ def loadable_elsewhere(backend: Any, image_id: str) -> bool:
 def test_unloadable_collection_is_not_reused(backend: Any, name: str, image: str | None) -> None:
     source = fixture_path(name).read_bytes()
     wanted = image or TRUTH[name]["images"][0]["id"]
-    image_id = (
-        TRUTH[name]["images"][0]["id"]
-        if image is None
-        else next(d["id"] for d in TRUTH[name]["docker"] if image in d["repo_tags"])
-    )
+    image_id = truth_id(name, image)
     old = register_raw(backend, source, image_id)
     elsewhere = loadable_elsewhere(backend, image_id)
     warnings: list[str] = []
@@ -479,17 +495,9 @@ def test_composed_from_many_small_blocks(backend: Any, block: int) -> None:
         ("podman-two-images.tar", "localhost/kt/buildah:v2"),
         ("podman-oci-archive.tar", None),
     ):
-        source = fixture_path(name).read_bytes()
-        pieces = [source[i : i + block] for i in range(0, len(source), block)]
-        stored_blocks = [backend.put_block(memoryview(piece)) for piece in pieces]
-        raw = backend.create_collection(
-            manifest_text=f". {' '.join(stored_blocks)} 0:{len(source)}:{name}\n",
-            name=f"{name} in {block}-byte blocks",
-            owner_uuid=backend.current_user().uuid,
-            properties={},
-            ensure_unique_name=True,
-        )
-        result = load_image(backend, raw["uuid"], image=image, force=True)
+        source, raw, stored_blocks = upload_as_is(backend, name, block)
+        result = load_image(backend, raw, image=image, force=True)
+        assert result.image_id == truth_id(name, image)
         _, data, manifest_text = stored(backend, result.uuid)
         used = locators(manifest_text)
         assert set(used[:-1]) <= {loc.split("+A")[0] for loc in stored_blocks}

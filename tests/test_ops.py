@@ -117,22 +117,21 @@ def test_a_403_says_the_token_was_refused_only_when_the_token_is_the_reason(
 ) -> None:
     # Rails answers a bare "Forbidden" when the token's scopes (or its user's rights)
     # do not allow a request; "Permission denied: …" is about the object instead.
-    fault = emulator.inject(
-        "GET", "/arvados/v1/users/current", status=403, message="Forbidden", times=1
-    )
-    try:
-        scoped = keeptar_on(emulator, "info", KEEPTAR_RETRIES="0")
-    finally:
-        fault.times = 0
+    def info_answered_403(message: str) -> subprocess.CompletedProcess[bytes]:
+        fault = emulator.inject(
+            "GET", "/arvados/v1/users/current", status=403, message=message, times=1
+        )
+        try:
+            done = keeptar_on(emulator, "info", KEEPTAR_RETRIES="0")
+        finally:
+            unanswered, fault.times = fault.times, 0
+        assert unanswered == 0  # keeptar did get the 403
+        return done
+
+    scoped = info_answered_403("Forbidden")
     assert scoped.returncode == 5
     assert b"refused the token for this request (403 Forbidden)" in scoped.stderr
-    fault = emulator.inject(
-        "GET", "/arvados/v1/users/current", status=403, message="Permission denied", times=1
-    )
-    try:
-        denied = keeptar_on(emulator, "info", KEEPTAR_RETRIES="0")
-    finally:
-        fault.times = 0
+    denied = info_answered_403("Permission denied")
     assert denied.returncode == 5 and b"Permission denied" in denied.stderr
     assert b"token" not in denied.stderr
 

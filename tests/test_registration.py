@@ -149,6 +149,14 @@ def assert_one_complete_registration(
     assert len(state["links"]) == 1 + len(BUILDAH_TAGS), state
 
 
+#: Each call of one registration (the backend method, and which call of it): the
+#: collection, the hash link, then one repo+tag link per BUILDAH_TAGS entry.
+REGISTRATION_CALLS = [
+    ("create_collection", 1),
+    *(("create_link", n) for n in range(1, 2 + len(BUILDAH_TAGS))),
+]
+
+
 def backend_class(backend: Any) -> tuple[str, str]:
     if backend.kind == "local":
         return "keeptar.backends.embedded", "EmbeddedBackend"
@@ -245,10 +253,7 @@ def test_a_concurrent_load_that_creates_first_wins_on_arvados(
 # ---- kill -9 -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("method", "after"),
-    [("create_collection", 1), ("create_link", 1), ("create_link", 2), ("create_link", 3)],
-)
+@pytest.mark.parametrize(("method", "after"), REGISTRATION_CALLS)
 def test_kill_while_registering_then_rerun_gives_one_registration(
     backend: Any, tmp_path: Path, request: pytest.FixtureRequest, method: str, after: int
 ) -> None:
@@ -273,10 +278,7 @@ def test_kill_while_registering_then_rerun_gives_one_registration(
 # ---- Ctrl-C ------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("method", "after"),
-    [("create_collection", 1), ("create_link", 1), ("create_link", 2), ("create_link", 3)],
-)
+@pytest.mark.parametrize(("method", "after"), REGISTRATION_CALLS)
 def test_ctrl_c_while_registering_on_the_embedded_store_leaves_nothing(
     local_home: Path, tmp_path: Path, request: pytest.FixtureRequest, method: str, after: int
 ) -> None:
