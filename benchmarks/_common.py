@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import platform
 import subprocess
+import sys
 import sysconfig
 import tarfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 CACHE = Path(os.environ.get("KEEPTAR_BENCH_CACHE", "/tmp/keeptar-bench"))
+TESTS = Path(__file__).resolve().parent.parent / "tests"
 
 
 def add_image_metadata(
@@ -180,6 +184,50 @@ def run(
     return Run(seconds, rss, cpu, server_cpu)
 
 
+@dataclass(frozen=True)
+class EmulatorProcess:
+    """An Arvados emulator serving from its own process (see :func:`emulator_process`)."""
+
+    process: subprocess.Popen[str]
+    env: dict[str, str]  # its admin environment (ARVADOS_API_HOST, ..._TOKEN, ...)
+    block_dirs: list[Path]  # its keepstores' block directories
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+@contextlib.contextmanager
+def emulator_process() -> Iterator[EmulatorProcess]:
+    """``tests/arvados_emulator.py`` in its own process on 127.0.0.1, for a ``with`` block.
+
+    On leaving, ``os.environ`` is restored as it was on entering (the block may
+    point it at the emulator or the embedded store at will) and the emulator stops.
+    """
+    code = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(TESTS)!r})\n"
+        "from arvados_emulator import Emulator\n"
+        "with Emulator() as emulator:\n"
+        "    print(json.dumps([emulator.env(), [str(d) for d in emulator.block_dirs]]),"
+        " flush=True)\n"
+        "    sys.stdin.read()\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdin is not None and process.stdout is not None
+    saved = dict(os.environ)
+    try:
+        env, dirs = json.loads(process.stdout.readline())
+        yield EmulatorProcess(process, env, [Path(d) for d in dirs])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        process.stdin.close()
+        process.wait(timeout=60)
+
+
 def machine() -> str:
     """One line describing this machine."""
     cpu = "unknown CPU"
@@ -203,8 +251,6 @@ def archive_in_subprocess(layers: int = 3, layer_mib: int = 360) -> Path:
     (A forked child's ``ru_maxrss`` counts its parent's memory from before ``exec``,
     so a benchmark that built a 4 GiB archive in memory would misreport every RSS.)
     """
-    import sys
-
     out = subprocess.run(
         [sys.executable, __file__, str(layers), str(layer_mib)],
         check=True,
@@ -215,6 +261,4 @@ def archive_in_subprocess(layers: int = 3, layer_mib: int = 360) -> Path:
 
 
 if __name__ == "__main__":
-    import sys
-
     print(big_archive(int(sys.argv[1]), int(sys.argv[2])))
