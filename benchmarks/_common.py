@@ -13,7 +13,7 @@ import sys
 import sysconfig
 import tarfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,8 +55,29 @@ def big_archive(layers: int = 3, layer_mib: int = 360) -> Path:
     Each layer is a real tar holding one file of random bytes; the config lists
     their true diff IDs, so ``inspect --verify`` passes.
     """
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"big-{layers}x{layer_mib}MiB.tar"
+    return layered_archive(
+        CACHE / f"big-{layers}x{layer_mib}MiB.tar",
+        layers,
+        lambda number: _random(layer_mib << 20, seed=number),
+        "bench/big:latest",
+        compact=True,
+    )
+
+
+def layered_archive(
+    path: Path,
+    layers: int,
+    payload: Callable[[int], bytes],
+    repo_tag: str,
+    *,
+    compact: bool = False,
+) -> Path:
+    """*path*, made unless it exists: a docker-v2 archive of *layers* layers named *repo_tag*.
+
+    Layer N is a real tar holding one file, ``data/blobN.bin``, of the bytes
+    ``payload(N)``; the config lists the layers' true diff IDs.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         return path
     tmp = path.with_suffix(".part")
@@ -66,14 +87,14 @@ def big_archive(layers: int = 3, layer_mib: int = 360) -> Path:
         tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar,
     ):
         for number in range(layers):
-            payload = _random(layer_mib << 20, seed=number)
+            data = payload(number)
             inner = io.BytesIO()
             with tarfile.open(fileobj=inner, mode="w", format=tarfile.GNU_FORMAT) as layer:
                 info = tarfile.TarInfo(f"data/blob{number}.bin")
-                info.size = len(payload)
-                layer.addfile(info, io.BytesIO(payload))
+                info.size = len(data)
+                layer.addfile(info, io.BytesIO(data))
+            del data
             layer_bytes = inner.getvalue()
-            del payload
             diff_ids.append("sha256:" + hashlib.sha256(layer_bytes).hexdigest())
             name = hashlib.sha256(str(number).encode()).hexdigest()
             names.append(f"{name}/layer.tar")
@@ -81,7 +102,7 @@ def big_archive(layers: int = 3, layer_mib: int = 360) -> Path:
             info.size = len(layer_bytes)
             tar.addfile(info, io.BytesIO(layer_bytes))
             del layer_bytes, inner
-        add_image_metadata(tar, diff_ids, names, "bench/big:latest", compact=True)
+        add_image_metadata(tar, diff_ids, names, repo_tag, compact=compact)
     tmp.rename(path)
     return path
 
