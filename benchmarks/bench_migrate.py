@@ -476,8 +476,8 @@ def block_files(blocks: list[Path], pdh: str) -> list[str]:
 
 
 def bench_store(
-    label: str, path: Path, blocks: list[Path], *, server: int | None, docker: dict[str, Any] | None
-) -> tuple[list[Result], str]:
+    path: Path, blocks: list[Path], *, server: int | None, docker: dict[str, Any] | None
+) -> list[Result]:
     """Every contender on one store (the environment already points at it)."""
     me = [sys.executable, str(Path(__file__).resolve())]
     pdh = subprocess.run(
@@ -490,54 +490,32 @@ def bench_store(
         ).stdout
     )
     run(["cat", *files], repeat=1)  # warm the page cache
+
+    def on_store(label: str, command: list[str] | str, repeat: int = 3, **extra: Any) -> Result:
+        return measure(label, command, blocks=blocks, repeat=repeat, server=server, **extra)
+
     results = [
-        measure(
-            "cat BLOCK-FILES | sha256sum (floor)",
-            "cat " + " ".join(files) + " | sha256sum",
-            blocks=blocks,
-            repeat=3,
-            server=server,
-        ),
-        measure(
-            "Python: get_block + sha256, every block (floor)",
-            [*me, "_hash", pdh],
-            blocks=blocks,
-            repeat=3,
-            server=server,
-        ),
-        measure(
-            "Python: get_block only, every block (reading)",
-            [*me, "_read", pdh],
-            blocks=blocks,
-            repeat=3,
-            server=server,
-        ),
+        on_store("cat BLOCK-FILES | sha256sum (floor)", "cat " + " ".join(files) + " | sha256sum"),
+        on_store("Python: get_block + sha256, every block (floor)", [*me, "_hash", pdh]),
+        on_store("Python: get_block only, every block (reading)", [*me, "_read", pdh]),
         measure(
             "Python: sha256 of the archive file, page cache (hashing)",
             [*me, "_sha256", str(path)],
             blocks=blocks,
             repeat=3,
         ),
-        measure(
-            "native engine (plan_conversion + rewrite_manifest)",
-            [*me, "_native", pdh],
-            blocks=blocks,
-            repeat=3,
-            server=server,
-        ),
+        on_store("native engine (plan_conversion + rewrite_manifest)", [*me, "_native", pdh]),
     ]
     if docker is not None:
         results.append(
-            measure(
+            on_store(
                 "docker engine (ContainerEngine.convert -> stream load)",
                 [*me, "_docker", pdh],
-                blocks=blocks,
                 repeat=1,
-                server=server,
                 **docker,
             )
         )
-    return results, pdh
+    return results
 
 
 def _mib(count: int) -> str:
@@ -652,16 +630,14 @@ def main() -> None:
     with emulator_process() as emulator:
         home = Path(tempfile.mkdtemp(prefix="keeptar-bench-home-", dir=CACHE))
         os.environ.update(KEEPTAR_BACKEND="local", KEEPTAR_HOME=str(home))
-        stores["embedded"], _ = bench_store(
-            "embedded", path, [home / "keep"], server=None, docker=docker
-        )
+        stores["embedded"] = bench_store(path, [home / "keep"], server=None, docker=docker)
         shutil.rmtree(home, ignore_errors=True)
         os.environ.clear()
         os.environ.update(saved)
         os.environ.update(emulator.env)
         os.environ["KEEPTAR_BACKEND"] = "arvados"
-        stores["emulator"], _ = bench_store(
-            "emulator", path, emulator.block_dirs, server=emulator.pid, docker=docker
+        stores["emulator"] = bench_store(
+            path, emulator.block_dirs, server=emulator.pid, docker=docker
         )
     text = report(stores, path, layers, docker_note)
     print(text)
