@@ -462,6 +462,7 @@ def test_too_little_space_stops_unless_forced(store: Store, tmp_path: Path) -> N
     assert f"{size * 20} needed" in err and "--force" in err
     forced = store.run(*args, "--force", "--json")
     assert forced.returncode == 0, forced.stderr
+    assert f"keeptar: warning: not enough free space in {tmp_path}" in forced.stderr.decode()
     assert "going on (--force)" in forced.stderr.decode()
     doc = json.loads(forced.stdout)
     assert (doc["largest_bytes"], doc["space_needed"], doc["space_ok"]) == (size, size * 20, False)
