@@ -118,28 +118,12 @@ def compressible_archive(gib: int = 1) -> tuple[Path, Path]:
     packed = path.with_name(path.name + ".zst")
     if not path.exists():
         tmp = path.with_suffix(".part")
-        config = json.dumps(
-            {
-                "architecture": "amd64",
-                "os": "linux",
-                "created": "2026-01-01T00:00:00Z",
-                "config": {},
-                "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]},
-            }
-        ).encode()
-        config_name = hashlib.sha256(config).hexdigest() + ".json"
-        manifest = json.dumps(
-            [{"Config": config_name, "RepoTags": ["bench/zeros:latest"], "Layers": ["z/layer.tar"]}]
-        ).encode()
         with open(tmp, "wb") as out, tarfile.open(fileobj=out, mode="w") as tar:
             info = tarfile.TarInfo("z/layer.tar")
             info.size = gib << 30
             with open("/dev/zero", "rb") as zeros:
                 tar.addfile(info, zeros)
-            for name, data in ((config_name, config), ("manifest.json", manifest)):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+            add_image_metadata(tar, ["sha256:" + "0" * 64], [info.name], "bench/zeros:latest")
         tmp.rename(path)
     if not packed.exists():
         subprocess.run(["zstd", "-q", "-f", str(path), "-o", str(packed)], check=True)
