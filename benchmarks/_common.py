@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CACHE = Path(os.environ.get("KEEPTAR_BENCH_CACHE", "/tmp/keeptar-bench"))
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 TESTS = Path(__file__).resolve().parent.parent / "tests"
 
 
@@ -233,6 +234,16 @@ def emulator_process() -> Iterator[EmulatorProcess]:
         process.wait(timeout=60)
 
 
+def table_row(label: str, result: Run, size_mib: float | None = None) -> str:
+    """One markdown row: seconds, MiB/s (when *size_mib* is given), RSS, CPU, emulator CPU."""
+    rate = f" {size_mib / result.seconds:,.0f} |" if size_mib else ""
+    server_cpu = f"{result.server_cpu_seconds:.2f}" if result.server_cpu_seconds else ""
+    return (
+        f"| {label} | {result.seconds:.2f} |{rate} {result.max_rss_mib:.0f} "
+        f"| {result.cpu_seconds:.2f} | {server_cpu} |"
+    )
+
+
 def machine() -> str:
     """One line describing this machine."""
     cpu = "unknown CPU"
@@ -248,6 +259,18 @@ def machine() -> str:
         f"{os.cpu_count()} cores, {cpu}, {mem:.0f} GiB RAM, Linux {platform.release()}, "
         f"Python {platform.python_version()}"
     )
+
+
+def write_section(report: str, heading: str) -> None:
+    """Replace the section starting with *heading* in RESULTS.md (or append it)."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
+    start = text.find(heading)
+    if start >= 0:
+        end = text.find("\n### ", start + 1)
+        text = text[:start] + report.rstrip("\n") + "\n\n" + ("" if end < 0 else text[end + 1 :])
+    else:
+        text = text.rstrip("\n") + "\n\n" + report
+    RESULTS.write_text(text)
 
 
 def archive_in_subprocess(layers: int = 3, layer_mib: int = 360) -> Path:

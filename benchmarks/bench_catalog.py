@@ -38,9 +38,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from _common import CACHE, Run, layered_archive, machine, run, script  # noqa: E402
+from _common import CACHE, Run, layered_archive, machine, run, script, write_section  # noqa: E402
 from arvados_emulator import Emulator, pdh_of  # noqa: E402
-from bench_inspect import write_section  # noqa: E402
 
 REPOS = 100  # images are spread over this many repositories, bench/app00 ... bench/app99
 REPEAT = 5  # listing runs per contender (inspect and arv-get: 3)

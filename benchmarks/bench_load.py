@@ -41,8 +41,9 @@ from _common import (  # noqa: E402
     machine,
     run,
     script,
+    table_row,
+    write_section,
 )
-from bench_inspect import write_section  # noqa: E402
 
 TARFILE_SCAN = (
     "import json, sys, tarfile\n"
@@ -50,16 +51,6 @@ TARFILE_SCAN = (
     "    m = json.load(t.extractfile('manifest.json'))\n"
     "    json.load(t.extractfile(m[0]['Config']))\n"
 )
-
-
-def table_row(label: str, result: Run, size_mib: float | None = None) -> str:
-    """One markdown row: seconds, MiB/s (when *size_mib* is given), RSS, CPU, emulator CPU."""
-    rate = f" {size_mib / result.seconds:,.0f} |" if size_mib else ""
-    server_cpu = f"{result.server_cpu_seconds:.2f}" if result.server_cpu_seconds else ""
-    return (
-        f"| {label} | {result.seconds:.2f} |{rate} {result.max_rss_mib:.0f} "
-        f"| {result.cpu_seconds:.2f} | {server_cpu} |"
-    )
 
 
 def docker_rows(path: Path, keeptar: str, server: int) -> tuple[Run, Run, Run]:

@@ -22,9 +22,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import Run, archive_in_subprocess, emulator_process, machine, run  # noqa: E402
-from bench_inspect import write_section  # noqa: E402
-from bench_load import table_row  # noqa: E402
+from _common import (  # noqa: E402
+    Run,
+    archive_in_subprocess,
+    emulator_process,
+    machine,
+    run,
+    table_row,
+    write_section,
+)
 
 # The real CLI killing itself (SIGKILL) once its Nth block is stored.
 KILL_AFTER_PUTS = """

@@ -24,9 +24,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import CACHE, Run, add_image_metadata, emulator_process, machine, run  # noqa: E402
-from bench_inspect import write_section  # noqa: E402
-from bench_load import table_row  # noqa: E402
+from _common import (  # noqa: E402
+    CACHE,
+    Run,
+    add_image_metadata,
+    emulator_process,
+    machine,
+    run,
+    table_row,
+    write_section,
+)
 
 HEADING = "### `keeptar load` from a `zstd --long=27` pipe"
 
