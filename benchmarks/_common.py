@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import os
 import platform
 import subprocess
+import sys
 import sysconfig
 import tarfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 CACHE = Path(os.environ.get("KEEPTAR_BENCH_CACHE", "/tmp/keeptar-bench"))
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+TESTS = Path(__file__).resolve().parent.parent / "tests"
 
 
 def add_image_metadata(
@@ -51,8 +56,29 @@ def big_archive(layers: int = 3, layer_mib: int = 360) -> Path:
     Each layer is a real tar holding one file of random bytes; the config lists
     their true diff IDs, so ``inspect --verify`` passes.
     """
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"big-{layers}x{layer_mib}MiB.tar"
+    return layered_archive(
+        CACHE / f"big-{layers}x{layer_mib}MiB.tar",
+        layers,
+        lambda number: _random(layer_mib << 20, seed=number),
+        "bench/big:latest",
+        compact=True,
+    )
+
+
+def layered_archive(
+    path: Path,
+    layers: int,
+    payload: Callable[[int], bytes],
+    repo_tag: str,
+    *,
+    compact: bool = False,
+) -> Path:
+    """*path*, made unless it exists: a docker-v2 archive of *layers* layers named *repo_tag*.
+
+    Layer N is a real tar holding one file, ``data/blobN.bin``, of the bytes
+    ``payload(N)``; the config lists the layers' true diff IDs.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists():
         return path
     tmp = path.with_suffix(".part")
@@ -62,14 +88,14 @@ def big_archive(layers: int = 3, layer_mib: int = 360) -> Path:
         tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar,
     ):
         for number in range(layers):
-            payload = _random(layer_mib << 20, seed=number)
+            data = payload(number)
             inner = io.BytesIO()
             with tarfile.open(fileobj=inner, mode="w", format=tarfile.GNU_FORMAT) as layer:
                 info = tarfile.TarInfo(f"data/blob{number}.bin")
-                info.size = len(payload)
-                layer.addfile(info, io.BytesIO(payload))
+                info.size = len(data)
+                layer.addfile(info, io.BytesIO(data))
+            del data
             layer_bytes = inner.getvalue()
-            del payload
             diff_ids.append("sha256:" + hashlib.sha256(layer_bytes).hexdigest())
             name = hashlib.sha256(str(number).encode()).hexdigest()
             names.append(f"{name}/layer.tar")
@@ -77,7 +103,7 @@ def big_archive(layers: int = 3, layer_mib: int = 360) -> Path:
             info.size = len(layer_bytes)
             tar.addfile(info, io.BytesIO(layer_bytes))
             del layer_bytes, inner
-        add_image_metadata(tar, diff_ids, names, "bench/big:latest", compact=True)
+        add_image_metadata(tar, diff_ids, names, repo_tag, compact=compact)
     tmp.rename(path)
     return path
 
@@ -93,28 +119,12 @@ def compressible_archive(gib: int = 1) -> tuple[Path, Path]:
     packed = path.with_name(path.name + ".zst")
     if not path.exists():
         tmp = path.with_suffix(".part")
-        config = json.dumps(
-            {
-                "architecture": "amd64",
-                "os": "linux",
-                "created": "2026-01-01T00:00:00Z",
-                "config": {},
-                "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "0" * 64]},
-            }
-        ).encode()
-        config_name = hashlib.sha256(config).hexdigest() + ".json"
-        manifest = json.dumps(
-            [{"Config": config_name, "RepoTags": ["bench/zeros:latest"], "Layers": ["z/layer.tar"]}]
-        ).encode()
         with open(tmp, "wb") as out, tarfile.open(fileobj=out, mode="w") as tar:
             info = tarfile.TarInfo("z/layer.tar")
             info.size = gib << 30
             with open("/dev/zero", "rb") as zeros:
                 tar.addfile(info, zeros)
-            for name, data in ((config_name, config), ("manifest.json", manifest)):
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+            add_image_metadata(tar, ["sha256:" + "0" * 64], [info.name], "bench/zeros:latest")
         tmp.rename(path)
     if not packed.exists():
         subprocess.run(["zstd", "-q", "-f", str(path), "-o", str(packed)], check=True)
@@ -180,6 +190,60 @@ def run(
     return Run(seconds, rss, cpu, server_cpu)
 
 
+@dataclass(frozen=True)
+class EmulatorProcess:
+    """An Arvados emulator serving from its own process (see :func:`emulator_process`)."""
+
+    process: subprocess.Popen[str]
+    env: dict[str, str]  # its admin environment (ARVADOS_API_HOST, ..._TOKEN, ...)
+    block_dirs: list[Path]  # its keepstores' block directories
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+@contextlib.contextmanager
+def emulator_process() -> Iterator[EmulatorProcess]:
+    """``tests/arvados_emulator.py`` in its own process on 127.0.0.1, for a ``with`` block.
+
+    On leaving, ``os.environ`` is restored as it was on entering (the block may
+    point it at the emulator or the embedded store at will) and the emulator stops.
+    """
+    code = (
+        "import json, sys\n"
+        f"sys.path.insert(0, {str(TESTS)!r})\n"
+        "from arvados_emulator import Emulator\n"
+        "with Emulator() as emulator:\n"
+        "    print(json.dumps([emulator.env(), [str(d) for d in emulator.block_dirs]]),"
+        " flush=True)\n"
+        "    sys.stdin.read()\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert process.stdin is not None and process.stdout is not None
+    saved = dict(os.environ)
+    try:
+        env, dirs = json.loads(process.stdout.readline())
+        yield EmulatorProcess(process, env, [Path(d) for d in dirs])
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        process.stdin.close()
+        process.wait(timeout=60)
+
+
+def table_row(label: str, result: Run, size_mib: float | None = None) -> str:
+    """One markdown row: seconds, MiB/s (when *size_mib* is given), RSS, CPU, emulator CPU."""
+    rate = f" {size_mib / result.seconds:,.0f} |" if size_mib else ""
+    server_cpu = f"{result.server_cpu_seconds:.2f}" if result.server_cpu_seconds else ""
+    return (
+        f"| {label} | {result.seconds:.2f} |{rate} {result.max_rss_mib:.0f} "
+        f"| {result.cpu_seconds:.2f} | {server_cpu} |"
+    )
+
+
 def machine() -> str:
     """One line describing this machine."""
     cpu = "unknown CPU"
@@ -197,14 +261,24 @@ def machine() -> str:
     )
 
 
+def write_section(report: str, heading: str) -> None:
+    """Replace the section starting with *heading* in RESULTS.md (or append it)."""
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
+    start = text.find(heading)
+    if start >= 0:
+        end = text.find("\n### ", start + 1)
+        text = text[:start] + report.rstrip("\n") + "\n\n" + ("" if end < 0 else text[end + 1 :])
+    else:
+        text = text.rstrip("\n") + "\n\n" + report
+    RESULTS.write_text(text)
+
+
 def archive_in_subprocess(layers: int = 3, layer_mib: int = 360) -> Path:
     """:func:`big_archive`, built in a child process so this one stays small.
 
     (A forked child's ``ru_maxrss`` counts its parent's memory from before ``exec``,
     so a benchmark that built a 4 GiB archive in memory would misreport every RSS.)
     """
-    import sys
-
     out = subprocess.run(
         [sys.executable, __file__, str(layers), str(layer_mib)],
         check=True,
@@ -215,6 +289,4 @@ def archive_in_subprocess(layers: int = 3, layer_mib: int = 360) -> Path:
 
 
 if __name__ == "__main__":
-    import sys
-
     print(big_archive(int(sys.argv[1]), int(sys.argv[2])))

@@ -22,13 +22,11 @@ as its own process, so the emulator's CPU time is this process's.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import random
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 from collections import Counter
@@ -40,9 +38,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from _common import CACHE, Run, add_image_metadata, machine, run, script  # noqa: E402
+from _common import CACHE, Run, layered_archive, machine, run, script, write_section  # noqa: E402
 from arvados_emulator import Emulator, pdh_of  # noqa: E402
-from bench_inspect import write_section  # noqa: E402
 
 REPOS = 100  # images are spread over this many repositories, bench/app00 ... bench/app99
 REPEAT = 5  # listing runs per contender (inspect and arv-get: 3)
@@ -191,35 +188,14 @@ def distinct_archive(layers: int = 4, layer_mib: int = 512) -> Path:
     (``_common.big_archive``'s data repeats every 256 MiB, so its 64 MiB blocks
     deduplicate and a client's block cache would serve a full read in part.)
     """
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"distinct-{layers}x{layer_mib}MiB.tar"
-    if path.exists():
-        return path
-    tmp = path.with_suffix(".part")
-    diff_ids, names = [], []
-    with (
-        open(tmp, "wb") as out,
-        tarfile.open(fileobj=out, mode="w", format=tarfile.GNU_FORMAT) as tar,
-    ):
-        for number in range(layers):
-            rng = random.Random(number)
-            payload = b"".join(rng.randbytes(1 << 20) for _ in range(layer_mib))
-            inner = io.BytesIO()
-            with tarfile.open(fileobj=inner, mode="w", format=tarfile.GNU_FORMAT) as layer:
-                info = tarfile.TarInfo(f"data/blob{number}.bin")
-                info.size = len(payload)
-                layer.addfile(info, io.BytesIO(payload))
-            del payload
-            layer_bytes = inner.getvalue()
-            diff_ids.append("sha256:" + hashlib.sha256(layer_bytes).hexdigest())
-            names.append(f"{hashlib.sha256(b'%d' % number).hexdigest()}/layer.tar")
-            info = tarfile.TarInfo(names[-1])
-            info.size = len(layer_bytes)
-            tar.addfile(info, io.BytesIO(layer_bytes))
-            del layer_bytes, inner
-        add_image_metadata(tar, diff_ids, names, "bench/inspect:latest")
-    tmp.rename(path)
-    return path
+
+    def payload(number: int) -> bytes:
+        rng = random.Random(number)
+        return b"".join(rng.randbytes(1 << 20) for _ in range(layer_mib))
+
+    return layered_archive(
+        CACHE / f"distinct-{layers}x{layer_mib}MiB.tar", layers, payload, "bench/inspect:latest"
+    )
 
 
 def inspect_rows(emu: Emulator) -> tuple[float, Run, int, Run, int, int, str]:

@@ -15,12 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import archive_in_subprocess, machine, run, script
+from _common import archive_in_subprocess, machine, run, script, write_section
 
 from keeptar import inspect_archive, inspect_source
 from keeptar.streaming.sources import ByteSource
-
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
 def main() -> None:
@@ -89,18 +87,6 @@ def main() -> None:
     print(report)
     if "--write" in sys.argv:
         write_section(report, "### `keeptar inspect`")
-
-
-def write_section(report: str, heading: str) -> None:
-    """Replace the section starting with *heading* in RESULTS.md (or append it)."""
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n\n"
-    start = text.find(heading)
-    if start >= 0:
-        end = text.find("\n### ", start + 1)
-        text = text[:start] + report.rstrip("\n") + "\n\n" + ("" if end < 0 else text[end + 1 :])
-    else:
-        text = text.rstrip("\n") + "\n\n" + report
-    RESULTS.write_text(text)
 
 
 if __name__ == "__main__":

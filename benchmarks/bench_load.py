@@ -21,7 +21,6 @@ peak RSS < 300 MiB on a 4 GiB input.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -38,11 +37,13 @@ from _common import (  # noqa: E402
     Run,
     archive_in_subprocess,
     compressible_archive,
+    emulator_process,
     machine,
     run,
     script,
+    table_row,
+    write_section,
 )
-from bench_inspect import write_section  # noqa: E402
 
 TARFILE_SCAN = (
     "import json, sys, tarfile\n"
@@ -50,28 +51,6 @@ TARFILE_SCAN = (
     "    m = json.load(t.extractfile('manifest.json'))\n"
     "    json.load(t.extractfile(m[0]['Config']))\n"
 )
-
-
-def start_emulator() -> tuple[subprocess.Popen[str], dict[str, str]]:
-    process = subprocess.Popen(
-        [sys.executable, str(HERE.parent / "tests" / "arvados_emulator.py")],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    env = json.loads(process.stdout.readline())
-    return process, env
-
-
-def table_row(label: str, result: Run, size_mib: float | None = None) -> str:
-    """One markdown row: seconds, MiB/s (when *size_mib* is given), RSS, CPU, emulator CPU."""
-    rate = f" {size_mib / result.seconds:,.0f} |" if size_mib else ""
-    server_cpu = f"{result.server_cpu_seconds:.2f}" if result.server_cpu_seconds else ""
-    return (
-        f"| {label} | {result.seconds:.2f} |{rate} {result.max_rss_mib:.0f} "
-        f"| {result.cpu_seconds:.2f} | {server_cpu} |"
-    )
 
 
 def docker_rows(path: Path, keeptar: str, server: int) -> tuple[Run, Run, Run]:
@@ -96,9 +75,7 @@ def main() -> None:
     path = archive_in_subprocess()
     size_mib = path.stat().st_size / (1 << 20)
     keeptar = script("keeptar")
-    emulator, arv_env = start_emulator()
-    saved = dict(os.environ)
-    try:
+    with emulator_process() as emulator:
         run(["cat", str(path)])  # warm the page cache
         md5 = run(["md5sum", str(path)])
         scratch = tempfile.mkdtemp(prefix="keeptar-bench-dd-", dir=CACHE)
@@ -126,7 +103,7 @@ def main() -> None:
                 memory_runs.append(run([keeptar, "load", "--no-progress", str(path)], repeat=1))
                 shutil.rmtree(home, ignore_errors=True)
             in_memory = sorted(memory_runs, key=lambda r: r.seconds)[1]
-        os.environ.update(arv_env)
+        os.environ.update(emulator.env)
         os.environ["KEEPTAR_BACKEND"] = "arvados"
         server = emulator.pid
         remote = run([keeptar, "load", "--force", "--no-progress", str(path)], server=server)
@@ -145,7 +122,7 @@ def main() -> None:
         os.environ["KEEPTAR_HOME"] = home = tempfile.mkdtemp(prefix="keeptar-bench-zst-")
         zst_local = run(f"{keeptar} load --no-progress - < {zeros_zst}", shell=True, repeat=1)
         shutil.rmtree(home, ignore_errors=True)
-        os.environ.update(arv_env)
+        os.environ.update(emulator.env)
         os.environ["KEEPTAR_BACKEND"] = "arvados"
         zst_remote = run(
             f"{keeptar} load --force --no-progress - < {zeros_zst}", shell=True, repeat=1
@@ -161,12 +138,6 @@ def main() -> None:
             big = run([keeptar, "load", "--no-progress", str(big_path)], repeat=1)
             shutil.rmtree(os.environ["KEEPTAR_HOME"], ignore_errors=True)
             big_gib = big_path.stat().st_size / (1 << 30)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        assert emulator.stdin is not None
-        emulator.stdin.close()
-        emulator.wait(timeout=60)
 
     rows = [
         ("md5sum FILE", md5),

@@ -52,7 +52,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(REPO))  # this checkout's keeptar, in the children too
 
-from _common import CACHE, Run, machine, process_cpu_seconds, run  # noqa: E402
+from _common import CACHE, Run, emulator_process, machine, process_cpu_seconds, run  # noqa: E402
 
 RESULTS = HERE / "RESULTS.md"
 LAYERS = 4
@@ -455,25 +455,6 @@ def measure(
     )
 
 
-def start_emulator() -> tuple[subprocess.Popen[str], dict[str, str], list[Path]]:
-    """The Arvados emulator in its own process: its admin environment and block directories."""
-    code = (
-        "import json, sys\n"
-        f"sys.path.insert(0, {str(REPO / 'tests')!r})\n"
-        "from arvados_emulator import Emulator\n"
-        "with Emulator() as emulator:\n"
-        "    print(json.dumps([emulator.env(), [str(d) for d in emulator.block_dirs]]),"
-        " flush=True)\n"
-        "    sys.stdin.read()\n"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
-    assert process.stdout is not None
-    env, dirs = json.loads(process.stdout.readline())
-    return process, env, [Path(d) for d in dirs]
-
-
 def block_files(blocks: list[Path], pdh: str) -> list[str]:
     """The store's files holding the collection *pdh*'s blocks, in order (one copy each)."""
     from keeptar.backends import open_backend
@@ -495,8 +476,8 @@ def block_files(blocks: list[Path], pdh: str) -> list[str]:
 
 
 def bench_store(
-    label: str, path: Path, blocks: list[Path], *, server: int | None, docker: dict[str, Any] | None
-) -> tuple[list[Result], str]:
+    path: Path, blocks: list[Path], *, server: int | None, docker: dict[str, Any] | None
+) -> list[Result]:
     """Every contender on one store (the environment already points at it)."""
     me = [sys.executable, str(Path(__file__).resolve())]
     pdh = subprocess.run(
@@ -509,54 +490,32 @@ def bench_store(
         ).stdout
     )
     run(["cat", *files], repeat=1)  # warm the page cache
+
+    def on_store(label: str, command: list[str] | str, repeat: int = 3, **extra: Any) -> Result:
+        return measure(label, command, blocks=blocks, repeat=repeat, server=server, **extra)
+
     results = [
-        measure(
-            "cat BLOCK-FILES | sha256sum (floor)",
-            "cat " + " ".join(files) + " | sha256sum",
-            blocks=blocks,
-            repeat=3,
-            server=server,
-        ),
-        measure(
-            "Python: get_block + sha256, every block (floor)",
-            [*me, "_hash", pdh],
-            blocks=blocks,
-            repeat=3,
-            server=server,
-        ),
-        measure(
-            "Python: get_block only, every block (reading)",
-            [*me, "_read", pdh],
-            blocks=blocks,
-            repeat=3,
-            server=server,
-        ),
+        on_store("cat BLOCK-FILES | sha256sum (floor)", "cat " + " ".join(files) + " | sha256sum"),
+        on_store("Python: get_block + sha256, every block (floor)", [*me, "_hash", pdh]),
+        on_store("Python: get_block only, every block (reading)", [*me, "_read", pdh]),
         measure(
             "Python: sha256 of the archive file, page cache (hashing)",
             [*me, "_sha256", str(path)],
             blocks=blocks,
             repeat=3,
         ),
-        measure(
-            "native engine (plan_conversion + rewrite_manifest)",
-            [*me, "_native", pdh],
-            blocks=blocks,
-            repeat=3,
-            server=server,
-        ),
+        on_store("native engine (plan_conversion + rewrite_manifest)", [*me, "_native", pdh]),
     ]
     if docker is not None:
         results.append(
-            measure(
+            on_store(
                 "docker engine (ContainerEngine.convert -> stream load)",
                 [*me, "_docker", pdh],
-                blocks=blocks,
                 repeat=1,
-                server=server,
                 **docker,
             )
         )
-    return results, pdh
+    return results
 
 
 def _mib(count: int) -> str:
@@ -667,28 +626,19 @@ def main() -> None:
             f"`{os.environ.get('KEEPTAR_MIGRATE19_SECURITY', 'auto')}`."
         )
     saved = dict(os.environ)
-    emulator, arv_env, emulator_blocks = start_emulator()
     stores: dict[str, list[Result]] = {}
-    try:
+    with emulator_process() as emulator:
         home = Path(tempfile.mkdtemp(prefix="keeptar-bench-home-", dir=CACHE))
         os.environ.update(KEEPTAR_BACKEND="local", KEEPTAR_HOME=str(home))
-        stores["embedded"], _ = bench_store(
-            "embedded", path, [home / "keep"], server=None, docker=docker
-        )
+        stores["embedded"] = bench_store(path, [home / "keep"], server=None, docker=docker)
         shutil.rmtree(home, ignore_errors=True)
         os.environ.clear()
         os.environ.update(saved)
-        os.environ.update(arv_env)
+        os.environ.update(emulator.env)
         os.environ["KEEPTAR_BACKEND"] = "arvados"
-        stores["emulator"], _ = bench_store(
-            "emulator", path, emulator_blocks, server=emulator.pid, docker=docker
+        stores["emulator"] = bench_store(
+            path, emulator.block_dirs, server=emulator.pid, docker=docker
         )
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        assert emulator.stdin is not None
-        emulator.stdin.close()
-        emulator.wait(timeout=60)
     text = report(stores, path, layers, docker_note)
     print(text)
     for results in stores.values():

@@ -13,7 +13,6 @@ Median of 3 runs each; each re-run follows its own killed load (untimed).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -23,9 +22,15 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import Run, archive_in_subprocess, machine, run  # noqa: E402
-from bench_inspect import write_section  # noqa: E402
-from bench_load import start_emulator, table_row  # noqa: E402
+from _common import (  # noqa: E402
+    Run,
+    archive_in_subprocess,
+    emulator_process,
+    machine,
+    run,
+    table_row,
+    write_section,
+)
 
 # The real CLI killing itself (SIGKILL) once its Nth block is stored.
 KILL_AFTER_PUTS = """
@@ -60,11 +65,11 @@ def main() -> None:
     size_mib = path.stat().st_size / (1 << 20)
     blocks = -(-path.stat().st_size // (1 << 26))
     keeptar = [sys.executable, "-m", "keeptar"]  # this checkout's (PYTHONPATH below)
-    emulator, arv_env = start_emulator()
-    saved = dict(os.environ)
-    cache_home = tempfile.mkdtemp(prefix="keeptar-bench-resume-")
-    try:
-        os.environ.update(arv_env)
+    with (
+        emulator_process() as emulator,
+        tempfile.TemporaryDirectory(prefix="keeptar-bench-resume-") as cache_home,
+    ):
+        os.environ.update(emulator.env)
         os.environ["KEEPTAR_BACKEND"] = "arvados"
         os.environ["XDG_CACHE_HOME"] = cache_home
         os.environ["PYTHONPATH"] = str(HERE.parent)
@@ -94,13 +99,6 @@ def main() -> None:
             if cached_blocks(cache_home):
                 raise SystemExit("the resumed load left its cache behind")
         resumed = sorted(resumed_runs, key=lambda r: r.seconds)[1]
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        shutil.rmtree(cache_home, ignore_errors=True)
-        assert emulator.stdin is not None
-        emulator.stdin.close()
-        emulator.wait(timeout=60)
 
     lines = [
         f"### Resuming a killed `keeptar load` on Arvados ({time.strftime('%Y-%m-%d')})",

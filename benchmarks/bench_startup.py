@@ -41,10 +41,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import machine, script
+from _common import machine, script, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SAMPLE = "tests/fixtures/docker-v2-app.tar"
 
 
@@ -209,8 +208,6 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if "--write" in sys.argv:
-        from bench_inspect import write_section
-
         write_section(report, "### `keeptar` start-up")
 
 

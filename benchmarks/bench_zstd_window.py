@@ -24,9 +24,16 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from _common import CACHE, Run, add_image_metadata, machine, run  # noqa: E402
-from bench_inspect import write_section  # noqa: E402
-from bench_load import start_emulator, table_row  # noqa: E402
+from _common import (  # noqa: E402
+    CACHE,
+    Run,
+    add_image_metadata,
+    emulator_process,
+    machine,
+    run,
+    table_row,
+    write_section,
+)
 
 HEADING = "### `keeptar load` from a `zstd --long=27` pipe"
 
@@ -97,10 +104,8 @@ def main() -> None:
     checkouts = [("this checkout", HERE.parent)]
     if before is not None:
         checkouts.append((f"before ({before.name})", before))
-    emulator, arv_env = start_emulator()
-    saved = dict(os.environ)
     rows: list[tuple[str, Run]] = []
-    try:
+    with emulator_process() as emulator:
         rows.append(
             (
                 "zstd -d --long=27 (the window alone)",
@@ -118,7 +123,7 @@ def main() -> None:
                 )
             )
             subprocess.run(["rm", "-rf", home], check=True)
-            os.environ.update(arv_env)
+            os.environ.update(emulator.env)
             os.environ["KEEPTAR_BACKEND"] = "arvados"
             rows.append(
                 (
@@ -131,12 +136,6 @@ def main() -> None:
                     ),
                 )
             )
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-        assert emulator.stdin is not None
-        emulator.stdin.close()
-        emulator.wait(timeout=60)
     lines = [
         f"{HEADING} ({time.strftime('%Y-%m-%d')})",
         "",

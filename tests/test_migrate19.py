@@ -236,6 +236,22 @@ def test_an_image_without_a_hash_link_is_old_too(store: Store, docker_ids: dict[
     )
 
 
+def test_finding_the_images_lists_links_once_for_all_of_them(store: Store) -> None:
+    """The hash links of the images found are one listing, not one listing per image."""
+    if store.emu is None:
+        pytest.skip("counts API requests: the emulator's log")
+    assert len(store.old) == 2
+    mark = len(store.emu.requests)
+    done = store.run("migrate19", "--print-unmigrated")
+    assert done.returncode == 0, done.stderr.decode()
+    assert len(done.stdout.split()) == 2
+    listings = [p for _, p in store.emu.requests[mark:] if p.startswith("/arvados/v1/links")]
+    # Four listings: name and hash links (the image list), migration links, the found
+    # images' hash links; a listing that finds links takes a second request to see its
+    # end (so 7). One listing per image would make 2 more requests for each.
+    assert len(listings) <= 7, listings
+
+
 def test_human_output_and_progress(store: Store) -> None:
     done = store.run("migrate19", "--engine", "native")
     assert done.returncode == 0, done.stderr
@@ -462,6 +478,7 @@ def test_too_little_space_stops_unless_forced(store: Store, tmp_path: Path) -> N
     assert f"{size * 20} needed" in err and "--force" in err
     forced = store.run(*args, "--force", "--json")
     assert forced.returncode == 0, forced.stderr
+    assert f"keeptar: warning: not enough free space in {tmp_path}" in forced.stderr.decode()
     assert "going on (--force)" in forced.stderr.decode()
     doc = json.loads(forced.stdout)
     assert (doc["largest_bytes"], doc["space_needed"], doc["space_ok"]) == (size, size * 20, False)

@@ -479,7 +479,8 @@ def test_convert_file_to_file_json(tmp_path: Path) -> None:
 def test_convert_warns_about_layers_containerd_cannot_read(tmp_path: Path) -> None:
     done = run_keeptar("convert", str(_case_old(tmp_path, None)), "-o", str(tmp_path / "o.tar"))
     assert done.returncode == 0, done.stderr
-    assert b"warning: image" in done.stderr and b"keeps 2 bzip2/xz-compressed" in done.stderr
+    assert b"keeptar: warning: image" in done.stderr
+    assert b"keeps 2 bzip2/xz-compressed" in done.stderr
     done = run_keeptar("convert", str(_case_new(tmp_path, None)), "-o", str(tmp_path / "o.tar"))
     assert b"warning" not in done.stderr
 

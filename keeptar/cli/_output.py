@@ -91,6 +91,12 @@ def echo(text: str) -> None:
         view = view[os.write(fd, view) :]
 
 
+def warn(message: str) -> None:
+    """Print ``keeptar: warning: <message>`` on stderr, on one line."""
+    sys.stderr.write(f"keeptar: warning: {' '.join(message.split())}\n")
+    sys.stderr.flush()
+
+
 def emit_json(doc: Any) -> None:
     """Print *doc* as indented JSON on stdout."""
     echo(json.dumps(doc, indent=2, sort_keys=False))

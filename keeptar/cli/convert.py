@@ -16,7 +16,7 @@ from keeptar.archive import find_image_file
 from keeptar.backends import open_backend
 from keeptar.catalog.references import parse_image_ref
 from keeptar.cli._app import BackendOption, JsonOption, ProgressOption, VersionOption, app
-from keeptar.cli._output import emit_json, progress_reporter, reporting_errors
+from keeptar.cli._output import emit_json, progress_reporter, reporting_errors, warn
 from keeptar.errors import UsageError
 from keeptar.keep.blocks import KeepFileReader
 from keeptar.keep.manifest import is_collection_ref
@@ -90,12 +90,11 @@ def convert_command(
         )
     for image in [] if result.conversion is None else result.conversion.images:
         if image.containerd_unreadable:
-            typer.echo(
-                f"keeptar: warning: image {image.id[7:19]} keeps "
+            warn(
+                f"image {image.id[7:19]} keeps "
                 f"{len(image.containerd_unreadable)} bzip2/xz-compressed layer(s) as they are: "
                 "Docker's classic image store loads them, containerd's (the default of "
-                "Docker 29) does not",
-                err=True,
+                "Docker 29) does not"
             )
     if as_json:
         emit_json(doc)

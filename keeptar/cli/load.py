@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -19,6 +18,7 @@ from keeptar.cli._output import (
     emit_json,
     progress_reporter,
     reporting_errors,
+    warn,
 )
 from keeptar.errors import UsageError
 
@@ -156,7 +156,7 @@ def load_command(
                 force=force,
                 force_image_format=force_image_format,
                 progress=report,
-                warn=None if silent else _warn,
+                warn=None if silent else warn,
                 resume=resume,
             )
     if as_json:
@@ -185,9 +185,3 @@ def _refuse_stored_image(source: str) -> None:
             "keeptar tag, to copy one into a project keeptar push, and to load an image "
             "from the local Docker daemon --from docker"
         )
-
-
-def _warn(message: str) -> None:
-    """Print ``keeptar: warning: <message>`` on stderr."""
-    sys.stderr.write(f"keeptar: warning: {' '.join(message.split())}\n")
-    sys.stderr.flush()

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from keeptar.cli._app import BackendOption, JsonOption, VersionOption, app
-from keeptar.cli._output import echo, emit_json, reporting_errors
+from keeptar.cli._output import echo, emit_json, reporting_errors, warn
 from keeptar.errors import KeeptarError, UsageError
 
 
@@ -151,7 +151,7 @@ def migrate19_command(
         if not space["space_ok"]:
             if not force:
                 raise KeeptarError(space["space_message"] + " (--force goes on anyway)")
-            _err(f"keeptar: warning: {space['space_message']}; going on (--force)")
+            warn(f"{space['space_message']}; going on (--force)")
         if dry_run:
             if as_json:
                 emit_json(summary)

@@ -8,7 +8,7 @@ is not a content digest.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from typing import Any
 
 from keeptar.errors import ArchiveError
@@ -34,8 +34,12 @@ def detect(scan: ArchiveScan) -> bool:
     return not scan.has(MANIFEST_JSON) and not scan.has(INDEX_JSON) and bool(_layer_ids(scan))
 
 
-def _read_tags(scan: ArchiveScan, known: set[str]) -> dict[str, list[str]]:
-    """Return ``{top id: ["repo:tag", …]}`` from ``repositories``, in file order."""
+def read_tags(scan: ArchiveScan, known: Container[str]) -> dict[str, list[str]]:
+    """Return ``{top id: ["repo:tag", …]}`` from ``repositories``, in file order.
+
+    Raises:
+        ArchiveError: it is not an object of objects, or names an image not in *known*.
+    """
     if not scan.has(REPOSITORIES):
         return {}
     doc = scan.read_json(REPOSITORIES, what="repositories")
@@ -55,8 +59,12 @@ def _read_tags(scan: ArchiveScan, known: set[str]) -> dict[str, list[str]]:
     return tags
 
 
-def _chain(top: str, parents: Mapping[str, str | None]) -> list[str]:
-    """Layer IDs from the base to *top*."""
+def layer_chain(top: str, parents: Mapping[str, str | None]) -> list[str]:
+    """Layer IDs from the base to *top*, following *parents* (``{id: parent id or None}``).
+
+    Raises:
+        ArchiveError: a parent is missing from *parents*, or the chain loops.
+    """
     chain = [top]
     seen = {top}
     parent = parents[top]
@@ -89,12 +97,12 @@ def read_images(scan: ArchiveScan) -> list[ImageInfo]:
             raise ArchiveError(f"v1 image {layer_id}: bad parent {parent!r}")
         configs[layer_id] = doc
         parents[layer_id] = parent
-    tags = _read_tags(scan, set(ids))
+    tags = read_tags(scan, set(ids))
     tops = list(tags) or [i for i in ids if i not in set(filter(None, parents.values()))]
     images = []
     for top in tops:
         layers: list[LayerInfo] = []
-        for layer_id in _chain(top, parents):
+        for layer_id in layer_chain(top, parents):
             path = f"{layer_id}/{V1_LAYER}"
             member = scan.resolve(path, what=f"v1 image {layer_id} layer")
             layers.append(layer_info(member, path, uncompressed_digest(member)))

@@ -44,6 +44,7 @@ from keeptar.errors import ArchiveError, UsageError
 from keeptar.formats import ArchiveFormat, ArchiveScan, ArchiveScanner, detect_layout
 from keeptar.formats._names import MANIFEST_JSON, REPOSITORIES, V1_JSON, V1_LAYER
 from keeptar.formats._scan import Member
+from keeptar.formats.docker_v1 import layer_chain, read_tags
 from keeptar.formats.loadable import Rewrite
 from keeptar.migrate._golang import (
     compact,
@@ -437,44 +438,6 @@ def _read_layers(scan: ArchiveScan) -> dict[str, _V1Layer]:
     return layers
 
 
-def _read_tags(scan: ArchiveScan, layers: dict[str, _V1Layer]) -> dict[str, list[str]]:
-    """``{top: ["repo:tag", ...]}`` from ``repositories``, in file order."""
-    if not scan.has(REPOSITORIES):
-        return {}
-    try:
-        doc = scan.read_json(REPOSITORIES, what="repositories")
-    except RecursionError:
-        raise ArchiveError("decoding repositories: JSON nested too deeply") from None
-    if not isinstance(doc, dict):
-        raise ArchiveError("decoding repositories: expected an object")
-    tags: dict[str, list[str]] = {}
-    for repo, by_tag in doc.items():
-        if not isinstance(by_tag, dict):
-            raise ArchiveError(f"repositories: {repo!r} does not map tags to IDs")
-        for tag, top in by_tag.items():
-            if not isinstance(top, str) or top not in layers:
-                raise ArchiveError(
-                    f"repositories: {repo}:{tag} names image {top!r}, which is not in the archive"
-                )
-            tags.setdefault(top, []).append(f"{repo}:{tag}")
-    return tags
-
-
-def _chain(top: str, layers: dict[str, _V1Layer]) -> list[str]:
-    """Layer directories from the base to *top*."""
-    chain = [top]
-    parent = layers[top].parent
-    while parent is not None:
-        if parent not in layers:
-            raise ArchiveError(f"v1 image {chain[-1]} names parent {parent}, not in the archive")
-        if parent in chain:
-            raise ArchiveError(f"v1 image {top}: parent chain loops at {parent}")
-        chain.append(parent)
-        parent = layers[parent].parent
-    chain.reverse()
-    return chain
-
-
 def _convert_image(
     scan: ArchiveScan,
     diff_ids: dict[str, str],
@@ -487,7 +450,8 @@ def _convert_image(
     kinds: list[str] = []
     chain: list[str] = []
     history: list[bytes] = []
-    for layer_id in _chain(top, layers):
+    parents = {layer_id: layer.parent for layer_id, layer in layers.items()}
+    for layer_id in layer_chain(top, parents):
         what = f"v1 image {layer_id}"
         path = f"{layer_id}/{V1_LAYER}"
         member = scan.resolve(path, what=f"{what} layer")
@@ -519,7 +483,7 @@ def _plan(reader: _Reader, repo_tags: Sequence[str] | None, compression: Compres
     if layout.FORMAT is not ArchiveFormat.DOCKER_V1:
         raise ArchiveError(f"not a Docker v1 archive: this is a {layout.FORMAT.value} archive")
     layers = _read_layers(scan)
-    tags = _read_tags(scan, layers)
+    tags = read_tags(scan, layers)
     parents = {layer.parent for layer in layers.values()}
     # What Docker's legacy load leaves visible: tagged images and untagged leaves.
     tops = list(tags) + [i for i in layers if i not in parents and i not in tags]

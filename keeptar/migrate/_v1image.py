@@ -192,14 +192,13 @@ def decode_v1image(doc: Any, *, what: str) -> dict[str, Any]:
         raise ArchiveError(f"{what}: {exc}") from None
 
 
-def _empty(kind: str, value: Any) -> bool:
+def _empty(value: Any) -> bool:
+    """Go's ``omitempty``: false, 0, "", or a nil or empty slice, map or pointer."""
     return value is None or value == "" or value is False or value == 0 or value in ([], {})
 
 
 def _marshal_value(kind: str, value: Any) -> bytes:
-    if kind in ("str",):
-        return go_string(value)
-    if kind == "time":
+    if kind in ("str", "time"):
         return go_string(value)
     if kind == "bool":
         return b"true" if value else b"false"
@@ -225,7 +224,7 @@ def _marshal_struct(fields: tuple[tuple[str, str, bool], ...], value: dict[str, 
     parts = []
     for name, kind, omitempty in fields:
         item = value[name]
-        if omitempty and (_empty(kind, item) if kind != "time" else False):
+        if omitempty and kind != "time" and _empty(item):  # a time.Time is never empty
             continue
         parts.append(go_string(name) + b":" + _marshal_value(kind, item))
     return b"{" + b",".join(parts) + b"}"

@@ -226,6 +226,9 @@ def find_unmigrated(backend: Backend, only: Iterable[str] | None = None) -> Migr
         if pdh in migrated or (wanted is not None and pdh not in wanted):
             continue
         chosen.setdefault(pdh, row.collection)
+    hash_links = _links_by_head(backend, HASH_LINK, list(chosen.values()))
+    unhashed = [uuid for uuid in chosen.values() if uuid not in hash_links]
+    name_links = _links_by_head(backend, REPO_TAG_LINK, unhashed)
     images = []
     for pdh, uuid in chosen.items():
         record = records[uuid]
@@ -234,13 +237,9 @@ def find_unmigrated(backend: Backend, only: Iterable[str] | None = None) -> Migr
             for row in rows
             if row.collection == uuid and row.repo != "<none>" and row.tag != "<none>"
         ]
-        hashes = sort_links(
-            backend.list_links([["link_class", "=", HASH_LINK], ["head_uuid", "=", uuid]])
-        )
+        hashes = hash_links.get(uuid, [])
         # The hash link's image_timestamp; with none (an <unknown> image), a name link's.
-        stamped = hashes or sort_links(
-            backend.list_links([["link_class", "=", REPO_TAG_LINK], ["head_uuid", "=", uuid]])
-        )
+        stamped = hashes or name_links.get(uuid, [])
         stamp = (stamped[0].get("properties") or {}).get("image_timestamp") if stamped else None
         item = _image_file(record.get("manifest_text") or "")
         images.append(
@@ -257,6 +256,17 @@ def find_unmigrated(backend: Backend, only: Iterable[str] | None = None) -> Migr
         )
     present = {record["portable_data_hash"] for record in records.values()}
     return MigrationPlan(tuple(images), len(migrated & present))
+
+
+def _links_by_head(backend: Backend, link_class: str, heads: list[str]) -> dict[str, list[Record]]:
+    """The *link_class* links of each of *heads*, most preferred first: one listing for all."""
+    if not heads:
+        return {}
+    links = backend.list_links([["link_class", "=", link_class], ["head_uuid", "in", heads]])
+    grouped: dict[str, list[Record]] = {}
+    for link in sort_links(links):
+        grouped.setdefault(link["head_uuid"], []).append(link)
+    return grouped
 
 
 def ensure_migration_link(backend: Backend, old_pdh: str, new_pdh: str) -> Record:
