@@ -76,7 +76,7 @@ def main() -> None:
         run(["cat", str(path)])  # warm the page cache
         server = emulator.pid
         fresh = run(
-            [*keeptar, "load", "--force", "--no-resume", "--no-progress", str(path)],
+            [*keeptar, "load", "--force", "--no-progress", str(path)],
             server=server,
         )
         resumed_runs: list[Run] = []
