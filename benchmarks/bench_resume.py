@@ -4,7 +4,7 @@ Run:  python3 benchmarks/bench_resume.py [--write]
 (--write updates RESULTS.md)
 
 On the same >= 1 GiB archive, page cache warm, the emulator in its own process:
-- a fresh load (`--force --no-resume`: every block is PUT);
+- a fresh load (`--force`, no `--resume`: every block is PUT);
 - a re-run after a load killed (SIGKILL) once 90% of its blocks were stored: the
   re-run HEADs the cached signed locators and PUTs only the rest.
 Median of 3 runs each; each re-run follows its own killed load (untimed).
