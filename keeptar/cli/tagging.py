@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from keeptar.cli._app import BackendOption, JsonOption, ProgressOption, VersionOption, app
-from keeptar.cli._output import echo, emit_json, progress_reporter, reporting_errors
+from keeptar.cli._output import echo, emit_json, progress_reporter, reporting_errors, warn
 
 if TYPE_CHECKING:
     from keeptar.backends import Backend, Record
@@ -203,6 +203,7 @@ def push_command(
                         project_uuid=project,
                         tag=name,
                         progress=report,
+                        warn=warn,
                     )
             except NotFoundError as exc:
                 raise NotFoundError(f"no image {name} in Keep, and {exc}") from None
