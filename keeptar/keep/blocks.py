@@ -527,7 +527,8 @@ class KeepFileReader(io.RawIOBase):
         within = self._position - self._starts[index]
         count = min(len(view), segment.length - within)
         start = segment.offset + within
-        view[:count] = self._block(segment.locator)[start : start + count]
+        with memoryview(self._block(segment.locator)) as block:  # no copy of the slice
+            view[:count] = block[start : start + count]
         self._position += count
         return count
 
