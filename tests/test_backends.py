@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ import pytest
 from keeptar.backends import open_backend
 from keeptar.errors import BackendError, ConflictError, NotFoundError, UsageError
 from keeptar.keep import Locator, parse_manifest, portable_data_hash, single_file_manifest
-from keeptar.keep.blocks import BlockWriter, read_file_range
+from keeptar.keep.blocks import BlockWriter, KeepFileReader, read_file_range
 
 MiB = 1 << 20
 
@@ -81,6 +82,35 @@ def test_range_reads_fetch_only_overlapping_blocks(backend: Any) -> None:
     assert piece == data[2 * MiB + 10 : 3 * MiB + 10]
     expected = {hashlib.md5(data[i * MiB : (i + 1) * MiB]).hexdigest() for i in (2, 3)}
     assert set(fetched) == expected and len(fetched) == 2
+
+
+def test_file_reader_reads_segments_in_file_order(backend: Any) -> None:
+    """read, readinto, readall and seek over segments that reuse blocks out of order
+    give the bytes the manifest names (computed here by slicing the blocks' data)."""
+    blocks = [random_bytes(MiB + 7, seed=20), random_bytes(300_001, seed=21)]
+    locators = [backend.put_block(memoryview(data)) for data in blocks]
+    starts = [0, len(blocks[0])]
+    spans = [(1, 5, 200_000), (0, MiB - 3, 10), (0, 0, MiB + 7), (1, 0, 300_001), (0, 11, 1)]
+    expected = b"".join(blocks[b][off : off + n] for b, off, n in spans)
+    tokens = " ".join(f"{starts[b] + off}:{n}:f.tar" for b, off, n in spans)
+    (item,) = parse_manifest(f". {' '.join(locators)} {tokens}\n")
+    reader = KeepFileReader(backend.get_block, item)
+    got = bytearray()
+    while piece := reader.read(65_537):
+        got += piece
+    assert got == expected
+    reader.seek(0)
+    assert reader.readall() == expected
+    reader.seek(MiB // 2)
+    assert reader.read() == expected[MiB // 2 :]
+    reader.seek(-3, io.SEEK_END)
+    buffer = bytearray(10)
+    assert reader.readinto(buffer) == 2  # short: the segment ends (a 1-byte one follows)
+    assert reader.readinto(memoryview(buffer)[2:]) == 1 and buffer[:3] == expected[-3:]
+    assert reader.read(5) == b"" and reader.readinto(buffer) == 0
+    reader.seek(200_000)  # the 10 bytes at the end of block 0, then block 0 again
+    assert reader.read(10**9) == expected[200_000:200_010]  # short: the segment ends
+    assert reader.read(4) == expected[200_010:200_014]
 
 
 def test_get_by_pdh_and_list_with_filters_and_select(backend: Any) -> None:

@@ -520,16 +520,30 @@ class KeepFileReader(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         view = memoryview(buffer).cast("B")
-        if self._position >= self._size or not len(view):
-            return 0
+        with self._next_piece(len(view)) as piece:
+            view[: len(piece)] = piece
+            return len(piece)
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to *size* bytes (fewer at a segment's end; ``b""`` at the end of the file),
+        copied once from the block (``RawIOBase.read`` would copy twice)."""
+        if size is None or size < 0:
+            return self.readall()
+        with self._next_piece(size) as piece:
+            return bytes(piece)
+
+    def _next_piece(self, most: int) -> memoryview:
+        """A view of the next bytes, at most *most*, within one segment; the position
+        moves past them."""
+        if self._position >= self._size or most <= 0:
+            return memoryview(b"")
         index = bisect.bisect_right(self._starts, self._position) - 1
         segment = self._segments[index]
         within = self._position - self._starts[index]
-        count = min(len(view), segment.length - within)
+        count = min(most, segment.length - within)
         start = segment.offset + within
-        view[:count] = self._block(segment.locator)[start : start + count]
         self._position += count
-        return count
+        return memoryview(self._block(segment.locator))[start : start + count]
 
 
 def store_file(

@@ -232,7 +232,7 @@ class _LayerHash:
         self._hash = hashlib.sha256()
         self.compression = Compression.NONE
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | memoryview) -> None:
         if not self._decided:
             self._head += data
             if len(self._head) < 10:
@@ -254,11 +254,11 @@ class _LayerHash:
                 self.compression = kind
                 self._inner = Decompressor(kind) if kind is Compression.XZ else _GoMultiStream(kind)
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes | memoryview) -> None:
         if self._inner is None:
-            self._hash.update(data)
+            self._hash.update(data)  # hashed where it lies: most layers are plain tars
             return
-        self._inner.feed(data)
+        self._inner.feed(bytes(data))
         self._drain()
 
     def _drain(self) -> None:
@@ -303,7 +303,7 @@ class _Reader:
                 self._layer = None
                 self.scanner(event, reader)
         elif self._layer is not None and isinstance(event, MemberData):
-            self._layer.update(bytes(event.data))
+            self._layer.update(event.data)
         elif self._layer is not None and isinstance(event, MemberEnd):
             self.diff_ids[self._layer.path] = self._layer.finish()
             self.compressed[self._layer.path] = self._layer.compression

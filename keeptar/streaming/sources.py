@@ -31,6 +31,9 @@ from keeptar.streaming.decompress import (
 __all__ = ["ByteSource", "StreamResult", "open_source", "run_tar_stream"]
 
 READ_SIZE = 1 << 20
+#: Read after seeking over a member's data: the next header and small metadata members
+#: (a layer's data is skipped again, so a whole READ_SIZE would mostly be read for nothing).
+READ_AFTER_SKIP = 64 << 10
 #: Most input read from a pipe after the end of the archive before giving up on it.
 DRAIN_LIMIT = 16 << 20
 _F_SETPIPE_SZ = 1031
@@ -289,15 +292,17 @@ def _run_plain(
             break
         if end is not None and not drain:
             break
+        size = READ_SIZE
         if end is None and tap is None:
             wanted = reader.skippable()
             if wanted:
                 reader.skip_input(source.skip(wanted))
+                size = READ_AFTER_SKIP
         elif end is not None and tap is None:
             _skip_rest(source)
             chunk = b""
             continue
-        chunk = source.read(READ_SIZE)
+        chunk = source.read(size)
     if end is None:  # pragma: no cover - the reader raises before this
         raise ArchiveError("stream ended before the end of the archive", reader.offset)
     return StreamResult(Compression.NONE, source.position, end.offset, end)
