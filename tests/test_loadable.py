@@ -581,10 +581,15 @@ def small_blocks(backend: Any, data: bytes, file_name: str, block: int = 1024) -
 
 
 def reordered(name: str, first: str) -> bytes:
-    """*name* re-written by tarfile with member *first* moved to the front."""
+    """Fixture *name* re-written by tarfile with member *first* moved to the front."""
+    return reordered_bytes(fixture_path(name).read_bytes(), first)
+
+
+def reordered_bytes(archive: bytes, first: str) -> bytes:
+    """The tar *archive* re-written by tarfile with member *first* moved to the front."""
     out = io.BytesIO()
     with (
-        tarfile.open(fileobj=io.BytesIO(fixture_path(name).read_bytes()), mode="r:") as src,
+        tarfile.open(fileobj=io.BytesIO(archive), mode="r:") as src,
         tarfile.open(fileobj=out, mode="w:", format=tarfile.GNU_FORMAT) as dst,
     ):
         ordered = sorted(src.getmembers(), key=lambda m: m.name != first)
@@ -638,3 +643,42 @@ def test_is_loadable_wants_one_tar_named_by_the_image(backend: Any) -> None:
     assert not is_loadable(backend, f". {locator} 0:{len(data)}:other.tar\n", image)
     two = f". {locator} 0:{len(data)}:{image.file_name} 0:{len(data)}:copy.tar\n"
     assert not is_loadable(backend, two, image)
+
+
+def test_a_manifest_json_inside_the_last_layer_is_not_taken_for_the_archives(
+    backend: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, dockerd: str
+) -> None:
+    """A web app's /manifest.json in a layer's tar sits at an aligned offset of the
+    archive too.  With the archive's own manifest.json first (not at the end), the
+    tail holds only the layer's: it must not decide, and docker's verdict stands."""
+    from archive_edit import with_new_config
+    from keeptar import inspect_archive
+    from keeptar.catalog import loadable as module
+
+    web = io.BytesIO()
+    with tarfile.open(fileobj=web, mode="w:", format=tarfile.GNU_FORMAT) as layer:
+        body = b'{"name": "web app", "start_url": "/"}\n'
+        entry = tarfile.TarInfo("manifest.json")  # /manifest.json, a web root
+        entry.size = len(body)
+        layer.addfile(entry, io.BytesIO(body))
+    source = fixture_path("docker-v2-app.tar")
+    with tarfile.open(source) as tar:
+        (item,) = json.load(tar.extractfile("manifest.json"))  # type: ignore[arg-type]
+        by_offset = sorted(item["Layers"], key=lambda name: tar.getmember(name).offset)
+    last = item["Layers"].index(by_offset[-1])  # the layer stored last in the archive
+    edited = with_new_config(source, tmp_path / "web.tar", layers={last: web.getvalue()})
+    data = reordered_bytes(edited.read_bytes(), "manifest.json")
+    (tmp_path / "first.tar").write_bytes(data)
+    loaded = subprocess.run(
+        ["docker", "load", "-i", str(tmp_path / "first.tar")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"DOCKER_HOST": dockerd, "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"},
+    )
+    assert loaded.returncode == 0, loaded.stderr  # docker: a loadable archive
+    image = inspect_archive(io.BytesIO(data)).images[0]  # the input, not an expected value
+    assert docker_id(dockerd, image.id) == image.id
+    monkeypatch.setattr(module, "TAIL_BYTES", len(data))  # the tail is the whole file
+    manifest_text, _ = small_blocks(backend, data, image.file_name)
+    assert module.is_loadable(backend, manifest_text, image)

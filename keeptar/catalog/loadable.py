@@ -94,6 +94,9 @@ def _manifest_at_end(reader: KeepFileReader, item: ManifestFile) -> bytes | None
 
     Tar headers start at multiples of 512 from the start of the file, so the
     tail is read from such an offset and each aligned block is tried as a header.
+    A layer's own tar can hold a ``manifest.json`` too (a web app's), at an aligned
+    offset: a header counts only if the members from it lead, header by header, to
+    the end-of-archive marker and nothing but zeros after it (:func:`_ends_the_archive`).
     """
     start = max(0, item.size - TAIL_BYTES) // _BLOCK * _BLOCK
     reader.seek(start)
@@ -102,18 +105,37 @@ def _manifest_at_end(reader: KeepFileReader, item: ManifestFile) -> bytes | None
         tail += piece
     found: bytes | None = None
     for position in range(0, len(tail) - _BLOCK + 1, _BLOCK):
-        block = bytes(tail[position : position + _BLOCK])
-        if block[:1] == b"\0" or block[257:262] != b"ustar":
+        info = _header(tail, position)
+        if info is None or not info.isreg() or normalize_member_path(info.name) != "manifest.json":
             continue
-        try:
-            info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
-        except tarfile.HeaderError:
-            continue
-        if info.isreg() and normalize_member_path(info.name) == "manifest.json":
-            data = bytes(tail[position + _BLOCK : position + _BLOCK + info.size])
-            if len(data) == info.size:
-                found = data
+        data = bytes(tail[position + _BLOCK : position + _BLOCK + info.size])
+        if len(data) == info.size and _ends_the_archive(tail, position):
+            found = data
     return found
+
+
+def _header(tail: bytearray, position: int) -> tarfile.TarInfo | None:
+    """The ustar header at *position* of *tail*, or None if that block is not one."""
+    block = bytes(tail[position : position + _BLOCK])
+    if block[:1] == b"\0" or block[257:262] != b"ustar":
+        return None
+    try:
+        return tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return None
+
+
+def _ends_the_archive(tail: bytearray, position: int) -> bool:
+    """Whether the members from the header at *position* run, each header after the
+    last one's data, to a zero block with only zeros after it up to the file's end."""
+    while position + _BLOCK <= len(tail):
+        if not any(tail[position : position + _BLOCK]):
+            return not any(tail[position:])
+        info = _header(tail, position)
+        if info is None:
+            return False
+        position += _BLOCK + -(-info.size // _BLOCK) * _BLOCK
+    return False
 
 
 def _names_only(manifest: bytes, image_id: str) -> bool | None:
