@@ -1672,7 +1672,23 @@ def _route_containers(
 
 
 def _like(pattern: str, value: str, *, ignore_case: bool) -> bool:
-    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    """PostgreSQL's ``LIKE`` / ``ILIKE``: ``%`` and ``_`` wildcards, ``\\`` (the default
+    ``ESCAPE``) makes the next character literal; a pattern ending in it is an error."""
+    parts = []
+    chars = iter(pattern)
+    for c in chars:
+        if c == "\\":
+            literal = next(chars, None)
+            if literal is None:
+                raise ApiError(
+                    422,
+                    "#<ActiveRecord::StatementInvalid: PG::InvalidEscapeSequence: ERROR:  "
+                    "LIKE pattern must not end with escape character\n>",
+                )
+            parts.append(re.escape(literal))
+        else:
+            parts.append(".*" if c == "%" else "." if c == "_" else re.escape(c))
+    regex = "".join(parts)
     return re.fullmatch(regex, value, re.DOTALL | (re.IGNORECASE if ignore_case else 0)) is not None
 
 
@@ -1716,17 +1732,60 @@ def _with_members(spec: Any) -> Any:
     return spec
 
 
+# services/api/db/structure.sql: the jsonb columns of the tables the emulator stores
+# (record_filters.rb: only these take ``column.key`` subproperty filters and ``exists``).
+_JSONB = frozenset(
+    (
+        *("properties", "storage_classes_desired", "storage_classes_confirmed"),
+        *("secret_mounts", "output_storage_classes", "output_properties", "published_ports"),
+        *("runtime_status", "runtime_auth_scopes"),
+    )
+)
+
+
+def _ruby_class(value: Any) -> str:
+    """The Ruby class a JSON value parses to, as error messages name it."""
+    if isinstance(value, bool):
+        return "TrueClass" if value else "FalseClass"
+    for kind, name in ((str, "String"), (int, "Integer"), (float, "Float"), (dict, "Hash")):
+        if isinstance(value, kind):
+            return name
+    return "NilClass" if value is None else type(value).__name__
+
+
 def _matches(record: dict[str, Any], spec: list[Any]) -> bool:
     if isinstance(spec, str):
         raise ApiError(422, "full text search is not supported by the emulator")
     attribute, operator, operand = spec
-    if attribute.startswith("properties."):
-        value = (record.get("properties") or {}).get(attribute[len("properties.") :])
+    op = operator.lower()
+    column, dot, key = attribute.partition(".")
+    if dot:  # a subproperty: record_filters.rb allows it on jsonb columns only
+        if column not in _JSONB or column not in record:
+            raise ApiError(422, f"Invalid attribute '{column}' for subproperty filter")
+        if key.startswith("<") and key.endswith(">"):
+            key = key[1:-1]
+        document = record.get(column) or {}
+        value = document.get(key)
+        if op == "exists":  # the key is there (even holding null), or (false) is not
+            if not isinstance(operand, bool):
+                raise ApiError(
+                    422, f"Invalid operand '{operand}' for 'exists' must be true or false"
+                )
+            return (key in document) == operand
     elif attribute in record:
         value = record[attribute]
+        if op == "exists":  # [column, "exists", key]: jsonb_exists(column, key)
+            if column not in _JSONB:
+                raise ApiError(
+                    422, f"Invalid attribute '{attribute}' for operator 'exists' in filter"
+                )
+            return isinstance(value, dict) and operand in value
     else:
         raise ApiError(422, f"Invalid attribute '{attribute}' for operator '{operator}' in filter")
-    op = operator.lower()
+    if op in ("in", "not in") and not isinstance(operand, (list, _Members)):
+        raise ApiError(
+            422, f"Invalid operand type '{_ruby_class(operand)}' for '{op}' operator in filters"
+        )
     if op == "=":
         return bool(value == operand)
     if op == "!=":
@@ -1736,6 +1795,10 @@ def _matches(record: dict[str, Any], spec: list[Any]) -> bool:
     if op == "not in":
         return value not in operand
     if op in ("like", "ilike"):
+        if not isinstance(operand, str):
+            raise ApiError(
+                422, f"Invalid operand type '{_ruby_class(operand)}' for '{op}' operator in filters"
+            )
         return isinstance(value, str) and _like(operand, value, ignore_case=op == "ilike")
     if op in ("<", "<=", ">", ">="):
         if value is None:
@@ -1746,8 +1809,6 @@ def _matches(record: dict[str, Any], spec: list[Any]) -> bool:
             ">": value > operand,
             ">=": value >= operand,
         }[op]
-    if op == "exists":
-        return value is not None
     if op == "is_a":
         return _is_a(value, operand)
     raise ApiError(422, f"Invalid operator '{operator}'")

@@ -123,6 +123,57 @@ def test_in_filters_match_by_equality_whatever_the_values(cluster: Any) -> None:
     assert found("in", [["a"], "b"]) == {"list", "text"}  # an unhashable operand element
 
 
+def test_filters_are_read_as_record_filters_reads_them(cluster: Any) -> None:
+    """services/api/lib/record_filters.rb: ``exists`` tests a jsonb key's presence
+    (``true`` or ``false``), on jsonb columns only; ``in`` takes an array only; ``LIKE``
+    escapes with a backslash; ``column.key`` needs a jsonb column.  Anything else is 422."""
+    api = cluster.api(cluster.alice, num_retries=0)
+    made = {
+        label: api.collections()
+        .create(
+            body={"name": name, "manifest_text": "", "properties": props},
+            ensure_unique_name=True,
+        )
+        .execute()["uuid"]
+        for label, name, props in (
+            ("null", "filters a_b", {"k": None}),
+            ("set", "filters axb", {"k": "v"}),
+            ("none", "filters a%b", {}),
+        )
+    }
+
+    def found(*extra: list[Any]) -> set[str]:
+        filters = [["uuid", "in", sorted(made.values())], *extra]
+        items = api.collections().list(filters=filters).execute()["items"]
+        return {label for label, uuid in made.items() if uuid in {i["uuid"] for i in items}}
+
+    assert found(["properties.k", "exists", True]) == {"null", "set"}  # a null value is there
+    assert found(["properties.k", "exists", False]) == {"none"}
+    assert found(["properties", "exists", "k"]) == {"null", "set"}
+    assert found(["name", "like", "filters a\\_b"]) == {"null"}
+    assert found(["name", "like", "filters a\\%b"]) == {"none"}
+    assert found(["name", "like", "filters a_b"]) == {"null", "set", "none"}
+
+    def refused(*extra: list[Any]) -> list[str]:
+        filters = [["uuid", "in", sorted(made.values())], *extra]
+        status, errors = api_error(api.collections().list(filters=filters))
+        assert status == 422
+        return errors
+
+    assert refused(["name", "exists", True]) == [
+        "Invalid attribute 'name' for operator 'exists' in filter"
+    ]
+    assert refused(["properties.k", "exists", "yes"]) == [
+        "Invalid operand 'yes' for 'exists' must be true or false"
+    ]
+    assert refused(["name", "in", "filters a_b"]) == [
+        "Invalid operand type 'String' for 'in' operator in filters"
+    ]
+    assert refused(["name", "not in", None]) == [
+        "Invalid operand type 'NilClass' for 'not in' operator in filters"
+    ]
+    assert refused(["name.k", "=", "v"]) == ["Invalid attribute 'name' for subproperty filter"]
+
 def test_images_listing_over_hundreds_of_images_agrees_with_list_images_in_arv(
     cluster: Any,
 ) -> None:
