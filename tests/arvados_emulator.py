@@ -989,7 +989,15 @@ class _ApiHandler(_Base):
                 key=lambda r: (r.get(column) is None, r.get(column) or ""),
                 reverse=direction.lower() == "desc",
             )
-        items = [self.output(user, table, r, select) for r in records[offset : offset + limit]]
+        page = records[offset : offset + limit]
+        if table == "collections" and select is None:
+            # CollectionsController#load_select_param: an index omits manifest_text
+            # unless the select names it.
+            items = [
+                self.output(user, table, r, [k for k in r if k != "manifest_text"]) for r in page
+            ]
+        else:
+            items = [self.output(user, table, r, select) for r in page]
         doc: dict[str, Any] = {
             "kind": f"arvados#{table[:-1]}List",
             "etag": "",

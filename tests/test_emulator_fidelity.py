@@ -174,6 +174,28 @@ def test_filters_are_read_as_record_filters_reads_them(cluster: Any) -> None:
     ]
     assert refused(["name.k", "=", "v"]) == ["Invalid attribute 'name' for subproperty filter"]
 
+def test_a_collections_index_leaves_manifest_text_out_unless_selected(cluster: Any) -> None:
+    """CollectionsController#load_select_param: ``manifest_text`` only when selected."""
+    import arvados
+
+    api = cluster.api(cluster.alice, num_retries=0)
+    data = b"index select"
+    locator = arvados.KeepClient(api_client=api).put(data, copies=1)
+    manifest = f". {locator} 0:{len(data)}:f\n"
+    uuid = (
+        api.collections()
+        .create(body={"name": "index select", "manifest_text": manifest}, ensure_unique_name=True)
+        .execute()["uuid"]
+    )
+    (plain,) = api.collections().list(filters=[["uuid", "=", uuid]]).execute()["items"]
+    assert "manifest_text" not in plain and plain["portable_data_hash"]
+    (chosen,) = (
+        api.collections()
+        .list(filters=[["uuid", "=", uuid]], select=["uuid", "manifest_text"])
+        .execute()["items"]
+    )
+    assert re.search(r"\+A[0-9a-f]{40}@[0-9a-f]{8} 0:12:f$", chosen["manifest_text"].strip())
+
 def test_images_listing_over_hundreds_of_images_agrees_with_list_images_in_arv(
     cluster: Any,
 ) -> None:
