@@ -264,14 +264,19 @@ class ArvadosBackend:
 
     def get_collection(self, uuid_or_pdh: str) -> Record:
         if is_portable_data_hash(uuid_or_pdh):
-            for record in self._list_all(
-                self._api.collections().list,
-                f"looking up collection {uuid_or_pdh}",
-                [["portable_data_hash", "=", uuid_or_pdh]],
-                None,
-            ):
-                return record
-            raise NotFoundError(f"collection {uuid_or_pdh} not found")
+            # The newest readable one, then read by UUID: a collections index leaves
+            # manifest_text out unless the select names it (CollectionsController).
+            request = self._api.collections().list(
+                filters=[["portable_data_hash", "=", uuid_or_pdh]],
+                select=["uuid"],
+                order=["created_at desc", "uuid desc"],
+                limit=1,
+                count="none",
+            )
+            items = self._execute(f"looking up collection {uuid_or_pdh}", request)["items"]
+            if not items:
+                raise NotFoundError(f"collection {uuid_or_pdh} not found")
+            uuid_or_pdh = items[0]["uuid"]
         found: Record = self._execute(
             f"looking up collection {uuid_or_pdh}", self._api.collections().get(uuid=uuid_or_pdh)
         )
