@@ -119,6 +119,8 @@ def test_get_by_pdh_is_the_newest_collection_with_its_manifest(backend: Any) -> 
     assert found["uuid"] == newer["uuid"]
     (item,) = parse_manifest(found["manifest_text"])
     assert read_file_range(backend.get_block, found["manifest_text"], item.path, 0, 2000) == data
+    (listed,) = backend.list_collections([["uuid", "=", newer["uuid"]]])  # every field
+    assert portable_data_hash(listed["manifest_text"]) == newer["portable_data_hash"]
 
 def test_update_properties_and_delete(backend: Any) -> None:
     record = store(backend, random_bytes(10, seed=3), "p.tar")
