@@ -969,27 +969,14 @@ class _ApiHandler(_Base):
         return self.output(user, table, self.find(user, table, ident), select)
 
     def list(self, user: UserAccount, table: str, params: dict[str, str]) -> dict[str, Any]:
-        filters = [_with_members(f) for f in json.loads(params.get("filters") or "[]")]
-        select = json.loads(params["select"]) if "select" in params else None
-        order = params.get("order")
-        orders = (
-            json.loads(order) if order and order.startswith("[") else ([order] if order else [])
-        )
-        limit = min(int(params.get("limit", 100)), self.emu.max_page_size)
-        offset = int(params.get("offset", 0))
+        filters, select, orders, limit, offset = _list_params(params, self.emu.max_page_size)
+        filters = [_with_members(f) for f in filters]
         records = [
             r
             for r in self.emu.tables[table].values()
             if self.emu.visible(user, table, r) and all(_matches(r, f) for f in filters)
         ]
-        for spec in reversed(orders or ["modified_at desc", "uuid desc"]):
-            column, _, direction = spec.strip().partition(" ")
-            column = column.split(".")[-1]
-            records.sort(
-                key=lambda r: (r.get(column) is None, r.get(column) or ""),
-                reverse=direction.lower() == "desc",
-            )
-        page = records[offset : offset + limit]
+        page = _sorted_records(records, [o.split(".")[-1] for o in orders])[offset : offset + limit]
         if table == "collections" and select is None:
             # CollectionsController#load_select_param: an index omits manifest_text
             # unless the select names it.
@@ -998,17 +985,7 @@ class _ApiHandler(_Base):
             ]
         else:
             items = [self.output(user, table, r, select) for r in page]
-        doc: dict[str, Any] = {
-            "kind": f"arvados#{table[:-1]}List",
-            "etag": "",
-            "self_link": "",
-            "offset": offset,
-            "limit": limit,
-            "items": items,
-        }
-        if params.get("count", "exact") != "none":
-            doc["items_available"] = len(records)
-        return doc
+        return _page(f"arvados#{table[:-1]}List", params, offset, limit, items, len(records))
 
     def create(
         self, user: UserAccount, table: str, params: dict[str, str], body: dict[str, Any]
@@ -1878,6 +1855,28 @@ def _list_params(
     return filters, select, [o.strip() for o in orders], limit, int(params.get("offset", 0))
 
 
+def _page(
+    kind: str,
+    params: dict[str, str],
+    offset: int,
+    limit: int,
+    items: list[dict[str, Any]],
+    available: int,
+) -> dict[str, Any]:
+    """A list answer; ``items_available`` unless ``count=none``."""
+    doc: dict[str, Any] = {
+        "kind": kind,
+        "etag": "",
+        "self_link": "",
+        "offset": offset,
+        "limit": limit,
+        "items": items,
+    }
+    if params.get("count", "exact") != "none":
+        doc["items_available"] = available
+    return doc
+
+
 def _include_param(params: dict[str, str]) -> set[str]:
     """groups_controller#load_include_param: a string, or a JSON array of strings."""
     value = params.get("include") or ""
@@ -1968,18 +1967,10 @@ def group_listing(
             and all(_matches(r, f) for f in _for_table(filters, "groups"))
         ]
         page = _sorted_records(records, _for_table(orders, "groups"))[offset : offset + limit]
-        doc: dict[str, Any] = {
-            "kind": "arvados#groupList",
-            "etag": "",
-            "self_link": "",
-            "offset": offset,
-            "limit": limit,
-            "items": [api.output(user, "groups", r, select) for r in page],
-        }
+        items = [api.output(user, "groups", r, select) for r in page]
+        doc = _page("arvados#groupList", params, offset, limit, items, len(records))
         if "owner_uuid" in include:
             doc["included"] = _owners_included(api, user, page, select)
-        if params.get("count", "exact") != "none":
-            doc["items_available"] = len(records)
         return doc
     return _contents(api, user, params, filters, select, orders, limit, offset, include)
 
@@ -2066,16 +2057,7 @@ def _contents(
         item = api.output(user, table, record, keep)
         item.pop("manifest_text", None)  # the controller cannot sign it here: never listed
         items.append(item)
-    doc: dict[str, Any] = {
-        "kind": "arvados#objectList",
-        "etag": "",
-        "self_link": "",
-        "offset": offset,
-        "limit": limit,
-        "items": items,
-    }
-    if params.get("count", "exact") != "none":
-        doc["items_available"] = len(found)
+    doc = _page("arvados#objectList", params, offset, limit, items, len(found))
     if include:
         included_select = [c for c in select if c != "manifest_text"] if select else None
         doc["included"] = (
