@@ -679,9 +679,14 @@ class _KeepHandler(_Base):
         if self.fault("/keep/"):
             return
         length = int(self.headers.get("Content-Length") or 0)
-        md5 = urlsplit(self.path).path.strip("/")
+        # keepstore's route /{locator:[0-9a-f]{32}.*}: a size hint may follow the hash.
+        wanted = urlsplit(self.path).path.lstrip("/")
+        md5 = wanted[:32]
         with self.emu.lock:
             self.emu.keep_put_hashes.append(md5)
+        if not re.fullmatch(r"[0-9a-f]{32}", md5):
+            self.body()
+            return self.send(400, b"Bad Request\n", "text/plain")
         account = self.emu.accounts.get(self.token() or "")
         if account is None:
             self.body()
@@ -704,8 +709,9 @@ class _KeepHandler(_Base):
                 return
             digest.update(view[got : got + count])
             got += count
-        if digest.hexdigest() != md5:
-            return self.send(422, b"Hash mismatch\n", "text/plain")
+        if digest.hexdigest() != md5:  # BlockWrite: 400, nothing stored
+            message = f"content hash {digest.hexdigest()} did not match specified locator {wanted}"
+            return self.send(400, (message + "\n").encode(), "text/plain")
         path = self.volume / md5
         if not path.exists():
             tmp = path.with_suffix(f".{threading.get_ident()}")

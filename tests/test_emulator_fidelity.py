@@ -263,6 +263,35 @@ def keepstore_get(port: int, locator: str, token: str) -> tuple[int, bytes]:
         connection.close()
 
 
+def keepstore_put(port: int, path: str, data: bytes, token: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"Authorization": f"Bearer {token}"}
+        connection.request("PUT", path, body=data, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_a_keepstore_put_is_checked_as_blockwrite_checks_it(cluster: Any) -> None:
+    """services/keepstore: the path is the hash, a size hint may follow; a body of
+    another hash is 400 (router.handleError of BlockWrite's error), not stored."""
+    data = b"keepstore put check"
+    md5 = hashlib.md5(data).hexdigest()
+    token = cluster.alice.token
+    port = cluster.keep_ports[0]
+    status, body = keepstore_put(port, f"/{md5}+{len(data)}", data, token)
+    assert status == 200 and body.decode().startswith(f"{md5}+{len(data)}+A")
+    other = hashlib.md5(b"something else").hexdigest()
+    status, body = keepstore_put(port, f"/{other}", data, token)
+    assert (status, body) == (
+        400,
+        f"content hash {md5} did not match specified locator {other}\n".encode(),
+    )
+    assert not (cluster.block_dirs[0] / other).exists()
+    assert keepstore_put(port, "/not-a-hash", data, token)[0] == 400
+
 def test_the_cluster_lists_two_disk_keepstores(cluster: Any) -> None:
     services = cluster.api().keep_services().accessible().execute()["items"]
     assert len(services) == 2 == len({s["service_port"] for s in services})
