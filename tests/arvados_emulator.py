@@ -1167,8 +1167,10 @@ class _ApiHandler(_Base):
             changes.pop(key, None)
         updated = {**record, **changes, "modified_at": _now()}
         self.validate_changes(user, record, updated)
-        if "name" in changes:
-            self.unique_name(table, updated, params)
+        if table in ("collections", "groups") and ({"name", "owner_uuid"} & changes.keys()):
+            # The unique (owner_uuid, name) index; ApplicationController#update never
+            # applies ensure_unique_name (only #create does).
+            self.unique_name(table, updated, {})
         self.emu.tables[table][ident] = updated
         return self.output(user, table, updated, None)
 

@@ -396,6 +396,21 @@ def new_collection(api: Any, owner: str | None = None, name: str = "c") -> str:
     return str(api.collections().create(body=body, ensure_unique_name=True).execute()["uuid"])
 
 
+def test_an_update_that_clashes_is_refused_for_a_rename_or_a_move(cluster: Any) -> None:
+    """The unique (owner_uuid, name) index holds on update, for a new name or a new
+    owner (ApplicationController#update: ``update!``, no ``ensure_unique_name``)."""
+    alice = cluster.api(cluster.alice, num_retries=0)
+    taken = alice.collections().get(uuid=new_collection(alice, name="clash")).execute()["name"]
+    other = new_collection(alice, name="clash other")
+    status, errors = api_error(alice.collections().update(uuid=other, body={"name": taken}))
+    assert status == 422 and "RecordNotUnique" in errors[0], errors
+    project = cluster.alice_project["uuid"]
+    in_project = new_collection(alice, owner=project, name="clash moved")
+    moved_name = alice.collections().get(uuid=in_project).execute()["name"]
+    alice.collections().update(uuid=other, body={"name": moved_name}).execute()
+    status, errors = api_error(alice.collections().update(uuid=other, body={"owner_uuid": project}))
+    assert status == 422 and "RecordNotUnique" in errors[0], errors
+
 def test_a_link_head_must_exist_and_be_readable(cluster: Any) -> None:
     """``ArvadosModel#ensure_valid_uuids``: 422 ``Head uuid '…' not found``."""
     alice = cluster.api(cluster.alice, num_retries=0)
