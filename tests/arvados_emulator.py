@@ -679,9 +679,14 @@ class _KeepHandler(_Base):
         if self.fault("/keep/"):
             return
         length = int(self.headers.get("Content-Length") or 0)
-        md5 = urlsplit(self.path).path.strip("/")
+        # keepstore's route /{locator:[0-9a-f]{32}.*}: a size hint may follow the hash.
+        wanted = urlsplit(self.path).path.lstrip("/")
+        md5 = wanted[:32]
         with self.emu.lock:
             self.emu.keep_put_hashes.append(md5)
+        if not re.fullmatch(r"[0-9a-f]{32}", md5):
+            self.body()
+            return self.send(400, b"Bad Request\n", "text/plain")
         account = self.emu.accounts.get(self.token() or "")
         if account is None:
             self.body()
@@ -704,8 +709,9 @@ class _KeepHandler(_Base):
                 return
             digest.update(view[got : got + count])
             got += count
-        if digest.hexdigest() != md5:
-            return self.send(422, b"Hash mismatch\n", "text/plain")
+        if digest.hexdigest() != md5:  # BlockWrite: 400, nothing stored
+            message = f"content hash {digest.hexdigest()} did not match specified locator {wanted}"
+            return self.send(400, (message + "\n").encode(), "text/plain")
         path = self.volume / md5
         if not path.exists():
             tmp = path.with_suffix(f".{threading.get_ident()}")
@@ -969,38 +975,23 @@ class _ApiHandler(_Base):
         return self.output(user, table, self.find(user, table, ident), select)
 
     def list(self, user: UserAccount, table: str, params: dict[str, str]) -> dict[str, Any]:
-        filters = [_with_members(f) for f in json.loads(params.get("filters") or "[]")]
-        select = json.loads(params["select"]) if "select" in params else None
-        order = params.get("order")
-        orders = (
-            json.loads(order) if order and order.startswith("[") else ([order] if order else [])
-        )
-        limit = min(int(params.get("limit", 100)), self.emu.max_page_size)
-        offset = int(params.get("offset", 0))
+        filters, select, orders, limit, offset = _list_params(params, self.emu.max_page_size)
+        filters = [_with_members(f) for f in filters]
         records = [
             r
             for r in self.emu.tables[table].values()
             if self.emu.visible(user, table, r) and all(_matches(r, f) for f in filters)
         ]
-        for spec in reversed(orders or ["modified_at desc", "uuid desc"]):
-            column, _, direction = spec.strip().partition(" ")
-            column = column.split(".")[-1]
-            records.sort(
-                key=lambda r: (r.get(column) is None, r.get(column) or ""),
-                reverse=direction.lower() == "desc",
-            )
-        items = [self.output(user, table, r, select) for r in records[offset : offset + limit]]
-        doc: dict[str, Any] = {
-            "kind": f"arvados#{table[:-1]}List",
-            "etag": "",
-            "self_link": "",
-            "offset": offset,
-            "limit": limit,
-            "items": items,
-        }
-        if params.get("count", "exact") != "none":
-            doc["items_available"] = len(records)
-        return doc
+        page = _sorted_records(records, [o.split(".")[-1] for o in orders])[offset : offset + limit]
+        if table == "collections" and select is None:
+            # CollectionsController#load_select_param: an index omits manifest_text
+            # unless the select names it.
+            items = [
+                self.output(user, table, r, [k for k in r if k != "manifest_text"]) for r in page
+            ]
+        else:
+            items = [self.output(user, table, r, select) for r in page]
+        return _page(f"arvados#{table[:-1]}List", params, offset, limit, items, len(records))
 
     def create(
         self, user: UserAccount, table: str, params: dict[str, str], body: dict[str, Any]
@@ -1176,8 +1167,10 @@ class _ApiHandler(_Base):
             changes.pop(key, None)
         updated = {**record, **changes, "modified_at": _now()}
         self.validate_changes(user, record, updated)
-        if "name" in changes:
-            self.unique_name(table, updated, params)
+        if table in ("collections", "groups") and ({"name", "owner_uuid"} & changes.keys()):
+            # The unique (owner_uuid, name) index; ApplicationController#update never
+            # applies ensure_unique_name (only #create does).
+            self.unique_name(table, updated, {})
         self.emu.tables[table][ident] = updated
         return self.output(user, table, updated, None)
 
@@ -1672,7 +1665,23 @@ def _route_containers(
 
 
 def _like(pattern: str, value: str, *, ignore_case: bool) -> bool:
-    regex = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    """PostgreSQL's ``LIKE`` / ``ILIKE``: ``%`` and ``_`` wildcards, ``\\`` (the default
+    ``ESCAPE``) makes the next character literal; a pattern ending in it is an error."""
+    parts = []
+    chars = iter(pattern)
+    for c in chars:
+        if c == "\\":
+            literal = next(chars, None)
+            if literal is None:
+                raise ApiError(
+                    422,
+                    "#<ActiveRecord::StatementInvalid: PG::InvalidEscapeSequence: ERROR:  "
+                    "LIKE pattern must not end with escape character\n>",
+                )
+            parts.append(re.escape(literal))
+        else:
+            parts.append(".*" if c == "%" else "." if c == "_" else re.escape(c))
+    regex = "".join(parts)
     return re.fullmatch(regex, value, re.DOTALL | (re.IGNORECASE if ignore_case else 0)) is not None
 
 
@@ -1716,17 +1725,60 @@ def _with_members(spec: Any) -> Any:
     return spec
 
 
+# services/api/db/structure.sql: the jsonb columns of the tables the emulator stores
+# (record_filters.rb: only these take ``column.key`` subproperty filters and ``exists``).
+_JSONB = frozenset(
+    (
+        *("properties", "storage_classes_desired", "storage_classes_confirmed"),
+        *("secret_mounts", "output_storage_classes", "output_properties", "published_ports"),
+        *("runtime_status", "runtime_auth_scopes"),
+    )
+)
+
+
+def _ruby_class(value: Any) -> str:
+    """The Ruby class a JSON value parses to, as error messages name it."""
+    if isinstance(value, bool):
+        return "TrueClass" if value else "FalseClass"
+    for kind, name in ((str, "String"), (int, "Integer"), (float, "Float"), (dict, "Hash")):
+        if isinstance(value, kind):
+            return name
+    return "NilClass" if value is None else type(value).__name__
+
+
 def _matches(record: dict[str, Any], spec: list[Any]) -> bool:
     if isinstance(spec, str):
         raise ApiError(422, "full text search is not supported by the emulator")
     attribute, operator, operand = spec
-    if attribute.startswith("properties."):
-        value = (record.get("properties") or {}).get(attribute[len("properties.") :])
+    op = operator.lower()
+    column, dot, key = attribute.partition(".")
+    if dot:  # a subproperty: record_filters.rb allows it on jsonb columns only
+        if column not in _JSONB or column not in record:
+            raise ApiError(422, f"Invalid attribute '{column}' for subproperty filter")
+        if key.startswith("<") and key.endswith(">"):
+            key = key[1:-1]
+        document = record.get(column) or {}
+        value = document.get(key)
+        if op == "exists":  # the key is there (even holding null), or (false) is not
+            if not isinstance(operand, bool):
+                raise ApiError(
+                    422, f"Invalid operand '{operand}' for 'exists' must be true or false"
+                )
+            return (key in document) == operand
     elif attribute in record:
         value = record[attribute]
+        if op == "exists":  # [column, "exists", key]: jsonb_exists(column, key)
+            if column not in _JSONB:
+                raise ApiError(
+                    422, f"Invalid attribute '{attribute}' for operator 'exists' in filter"
+                )
+            return isinstance(value, dict) and operand in value
     else:
         raise ApiError(422, f"Invalid attribute '{attribute}' for operator '{operator}' in filter")
-    op = operator.lower()
+    if op in ("in", "not in") and not isinstance(operand, (list, _Members)):
+        raise ApiError(
+            422, f"Invalid operand type '{_ruby_class(operand)}' for '{op}' operator in filters"
+        )
     if op == "=":
         return bool(value == operand)
     if op == "!=":
@@ -1736,6 +1788,10 @@ def _matches(record: dict[str, Any], spec: list[Any]) -> bool:
     if op == "not in":
         return value not in operand
     if op in ("like", "ilike"):
+        if not isinstance(operand, str):
+            raise ApiError(
+                422, f"Invalid operand type '{_ruby_class(operand)}' for '{op}' operator in filters"
+            )
         return isinstance(value, str) and _like(operand, value, ignore_case=op == "ilike")
     if op in ("<", "<=", ">", ">="):
         if value is None:
@@ -1746,8 +1802,6 @@ def _matches(record: dict[str, Any], spec: list[Any]) -> bool:
             ">": value > operand,
             ">=": value >= operand,
         }[op]
-    if op == "exists":
-        return value is not None
     if op == "is_a":
         return _is_a(value, operand)
     raise ApiError(422, f"Invalid operator '{operator}'")
@@ -1807,6 +1861,28 @@ def _list_params(
             raise ApiError(422, f"Invalid value for {name} parameter")
     limit = min(int(params.get("limit", 100)), max_page_size)
     return filters, select, [o.strip() for o in orders], limit, int(params.get("offset", 0))
+
+
+def _page(
+    kind: str,
+    params: dict[str, str],
+    offset: int,
+    limit: int,
+    items: list[dict[str, Any]],
+    available: int,
+) -> dict[str, Any]:
+    """A list answer; ``items_available`` unless ``count=none``."""
+    doc: dict[str, Any] = {
+        "kind": kind,
+        "etag": "",
+        "self_link": "",
+        "offset": offset,
+        "limit": limit,
+        "items": items,
+    }
+    if params.get("count", "exact") != "none":
+        doc["items_available"] = available
+    return doc
 
 
 def _include_param(params: dict[str, str]) -> set[str]:
@@ -1899,18 +1975,10 @@ def group_listing(
             and all(_matches(r, f) for f in _for_table(filters, "groups"))
         ]
         page = _sorted_records(records, _for_table(orders, "groups"))[offset : offset + limit]
-        doc: dict[str, Any] = {
-            "kind": "arvados#groupList",
-            "etag": "",
-            "self_link": "",
-            "offset": offset,
-            "limit": limit,
-            "items": [api.output(user, "groups", r, select) for r in page],
-        }
+        items = [api.output(user, "groups", r, select) for r in page]
+        doc = _page("arvados#groupList", params, offset, limit, items, len(records))
         if "owner_uuid" in include:
             doc["included"] = _owners_included(api, user, page, select)
-        if params.get("count", "exact") != "none":
-            doc["items_available"] = len(records)
         return doc
     return _contents(api, user, params, filters, select, orders, limit, offset, include)
 
@@ -1997,16 +2065,7 @@ def _contents(
         item = api.output(user, table, record, keep)
         item.pop("manifest_text", None)  # the controller cannot sign it here: never listed
         items.append(item)
-    doc: dict[str, Any] = {
-        "kind": "arvados#objectList",
-        "etag": "",
-        "self_link": "",
-        "offset": offset,
-        "limit": limit,
-        "items": items,
-    }
-    if params.get("count", "exact") != "none":
-        doc["items_available"] = len(found)
+    doc = _page("arvados#objectList", params, offset, limit, items, len(found))
     if include:
         included_select = [c for c in select if c != "manifest_text"] if select else None
         doc["included"] = (

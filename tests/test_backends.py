@@ -7,6 +7,7 @@ import io
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,26 @@ def test_get_by_pdh_and_list_with_filters_and_select(backend: Any) -> None:
     like = list(backend.list_collections([["name", "like", record["name"][:12] + "%"]]))
     assert record["uuid"] in {c["uuid"] for c in like}
 
+
+def test_get_by_pdh_is_the_newest_collection_with_its_manifest(backend: Any) -> None:
+    """A PDH names the newest readable collection holding it, manifest included
+    (the server's collection index omits manifest_text unless it is selected)."""
+    data = random_bytes(1000, seed=5)
+    older = store(backend, data, "same.tar")
+    time.sleep(0.01)
+    newer = backend.create_collection(
+        manifest_text=older["manifest_text"],
+        name=f"test same.tar {os.urandom(4).hex()}",
+        owner_uuid=backend.current_user().uuid,
+        properties={},
+    )
+    assert newer["portable_data_hash"] == older["portable_data_hash"]
+    found = backend.get_collection(older["portable_data_hash"])
+    assert found["uuid"] == newer["uuid"]
+    (item,) = parse_manifest(found["manifest_text"])
+    assert read_file_range(backend.get_block, found["manifest_text"], item.path, 0, 2000) == data
+    (listed,) = backend.list_collections([["uuid", "=", newer["uuid"]]])  # every field
+    assert portable_data_hash(listed["manifest_text"]) == newer["portable_data_hash"]
 
 def test_update_properties_and_delete(backend: Any) -> None:
     record = store(backend, random_bytes(10, seed=3), "p.tar")
@@ -360,6 +381,7 @@ def test_embedded_image_formats_are_configurable(local_home: Path) -> None:
 
 WRITER = r"""
 import sys
+import time
 from keeptar.backends.embedded import EmbeddedBackend
 from keeptar.keep.blocks import BlockWriter
 from keeptar.keep import single_file_manifest

@@ -123,6 +123,79 @@ def test_in_filters_match_by_equality_whatever_the_values(cluster: Any) -> None:
     assert found("in", [["a"], "b"]) == {"list", "text"}  # an unhashable operand element
 
 
+def test_filters_are_read_as_record_filters_reads_them(cluster: Any) -> None:
+    """services/api/lib/record_filters.rb: ``exists`` tests a jsonb key's presence
+    (``true`` or ``false``), on jsonb columns only; ``in`` takes an array only; ``LIKE``
+    escapes with a backslash; ``column.key`` needs a jsonb column.  Anything else is 422."""
+    api = cluster.api(cluster.alice, num_retries=0)
+    made = {
+        label: api.collections()
+        .create(
+            body={"name": name, "manifest_text": "", "properties": props},
+            ensure_unique_name=True,
+        )
+        .execute()["uuid"]
+        for label, name, props in (
+            ("null", "filters a_b", {"k": None}),
+            ("set", "filters axb", {"k": "v"}),
+            ("none", "filters a%b", {}),
+        )
+    }
+
+    def found(*extra: list[Any]) -> set[str]:
+        filters = [["uuid", "in", sorted(made.values())], *extra]
+        items = api.collections().list(filters=filters).execute()["items"]
+        return {label for label, uuid in made.items() if uuid in {i["uuid"] for i in items}}
+
+    assert found(["properties.k", "exists", True]) == {"null", "set"}  # a null value is there
+    assert found(["properties.k", "exists", False]) == {"none"}
+    assert found(["properties", "exists", "k"]) == {"null", "set"}
+    assert found(["name", "like", "filters a\\_b"]) == {"null"}
+    assert found(["name", "like", "filters a\\%b"]) == {"none"}
+    assert found(["name", "like", "filters a_b"]) == {"null", "set", "none"}
+
+    def refused(*extra: list[Any]) -> list[str]:
+        filters = [["uuid", "in", sorted(made.values())], *extra]
+        status, errors = api_error(api.collections().list(filters=filters))
+        assert status == 422
+        return errors
+
+    assert refused(["name", "exists", True]) == [
+        "Invalid attribute 'name' for operator 'exists' in filter"
+    ]
+    assert refused(["properties.k", "exists", "yes"]) == [
+        "Invalid operand 'yes' for 'exists' must be true or false"
+    ]
+    assert refused(["name", "in", "filters a_b"]) == [
+        "Invalid operand type 'String' for 'in' operator in filters"
+    ]
+    assert refused(["name", "not in", None]) == [
+        "Invalid operand type 'NilClass' for 'not in' operator in filters"
+    ]
+    assert refused(["name.k", "=", "v"]) == ["Invalid attribute 'name' for subproperty filter"]
+
+def test_a_collections_index_leaves_manifest_text_out_unless_selected(cluster: Any) -> None:
+    """CollectionsController#load_select_param: ``manifest_text`` only when selected."""
+    import arvados
+
+    api = cluster.api(cluster.alice, num_retries=0)
+    data = b"index select"
+    locator = arvados.KeepClient(api_client=api).put(data, copies=1)
+    manifest = f". {locator} 0:{len(data)}:f\n"
+    uuid = (
+        api.collections()
+        .create(body={"name": "index select", "manifest_text": manifest}, ensure_unique_name=True)
+        .execute()["uuid"]
+    )
+    (plain,) = api.collections().list(filters=[["uuid", "=", uuid]]).execute()["items"]
+    assert "manifest_text" not in plain and plain["portable_data_hash"]
+    (chosen,) = (
+        api.collections()
+        .list(filters=[["uuid", "=", uuid]], select=["uuid", "manifest_text"])
+        .execute()["items"]
+    )
+    assert re.search(r"\+A[0-9a-f]{40}@[0-9a-f]{8} 0:12:f$", chosen["manifest_text"].strip())
+
 def test_images_listing_over_hundreds_of_images_agrees_with_list_images_in_arv(
     cluster: Any,
 ) -> None:
@@ -189,6 +262,35 @@ def keepstore_get(port: int, locator: str, token: str) -> tuple[int, bytes]:
     finally:
         connection.close()
 
+
+def keepstore_put(port: int, path: str, data: bytes, token: str) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"Authorization": f"Bearer {token}"}
+        connection.request("PUT", path, body=data, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_a_keepstore_put_is_checked_as_blockwrite_checks_it(cluster: Any) -> None:
+    """services/keepstore: the path is the hash, a size hint may follow; a body of
+    another hash is 400 (router.handleError of BlockWrite's error), not stored."""
+    data = b"keepstore put check"
+    md5 = hashlib.md5(data).hexdigest()
+    token = cluster.alice.token
+    port = cluster.keep_ports[0]
+    status, body = keepstore_put(port, f"/{md5}+{len(data)}", data, token)
+    assert status == 200 and body.decode().startswith(f"{md5}+{len(data)}+A")
+    other = hashlib.md5(b"something else").hexdigest()
+    status, body = keepstore_put(port, f"/{other}", data, token)
+    assert (status, body) == (
+        400,
+        f"content hash {md5} did not match specified locator {other}\n".encode(),
+    )
+    assert not (cluster.block_dirs[0] / other).exists()
+    assert keepstore_put(port, "/not-a-hash", data, token)[0] == 400
 
 def test_the_cluster_lists_two_disk_keepstores(cluster: Any) -> None:
     services = cluster.api().keep_services().accessible().execute()["items"]
@@ -293,6 +395,21 @@ def new_collection(api: Any, owner: str | None = None, name: str = "c") -> str:
         body["owner_uuid"] = owner
     return str(api.collections().create(body=body, ensure_unique_name=True).execute()["uuid"])
 
+
+def test_an_update_that_clashes_is_refused_for_a_rename_or_a_move(cluster: Any) -> None:
+    """The unique (owner_uuid, name) index holds on update, for a new name or a new
+    owner (ApplicationController#update: ``update!``, no ``ensure_unique_name``)."""
+    alice = cluster.api(cluster.alice, num_retries=0)
+    taken = alice.collections().get(uuid=new_collection(alice, name="clash")).execute()["name"]
+    other = new_collection(alice, name="clash other")
+    status, errors = api_error(alice.collections().update(uuid=other, body={"name": taken}))
+    assert status == 422 and "RecordNotUnique" in errors[0], errors
+    project = cluster.alice_project["uuid"]
+    in_project = new_collection(alice, owner=project, name="clash moved")
+    moved_name = alice.collections().get(uuid=in_project).execute()["name"]
+    alice.collections().update(uuid=other, body={"name": moved_name}).execute()
+    status, errors = api_error(alice.collections().update(uuid=other, body={"owner_uuid": project}))
+    assert status == 422 and "RecordNotUnique" in errors[0], errors
 
 def test_a_link_head_must_exist_and_be_readable(cluster: Any) -> None:
     """``ArvadosModel#ensure_valid_uuids``: 422 ``Head uuid '…' not found``."""

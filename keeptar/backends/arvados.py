@@ -41,6 +41,12 @@ def scrub(text: str) -> str:
 
 
 _SIGNATURE = re.compile(r"\+A[0-9a-fA-F]{40}@[0-9a-fA-F]{8}")
+# What a collection record has on every Arvados 2 server (a discovery document without
+# schemas: the fields keeptar may read).
+_COLLECTION_FIELDS = (
+    *("uuid", "owner_uuid", "name", "description", "portable_data_hash", "manifest_text"),
+    *("properties", "created_at", "modified_at", "trash_at", "is_trashed"),
+)
 
 
 def _remember_token(token: str | None) -> None:
@@ -264,14 +270,19 @@ class ArvadosBackend:
 
     def get_collection(self, uuid_or_pdh: str) -> Record:
         if is_portable_data_hash(uuid_or_pdh):
-            for record in self._list_all(
-                self._api.collections().list,
-                f"looking up collection {uuid_or_pdh}",
-                [["portable_data_hash", "=", uuid_or_pdh]],
-                None,
-            ):
-                return record
-            raise NotFoundError(f"collection {uuid_or_pdh} not found")
+            # The newest readable one, then read by UUID: a collections index leaves
+            # manifest_text out unless the select names it (CollectionsController).
+            request = self._api.collections().list(
+                filters=[["portable_data_hash", "=", uuid_or_pdh]],
+                select=["uuid"],
+                order=["created_at desc", "uuid desc"],
+                limit=1,
+                count="none",
+            )
+            items = self._execute(f"looking up collection {uuid_or_pdh}", request)["items"]
+            if not items:
+                raise NotFoundError(f"collection {uuid_or_pdh} not found")
+            uuid_or_pdh = items[0]["uuid"]
         found: Record = self._execute(
             f"looking up collection {uuid_or_pdh}", self._api.collections().get(uuid=uuid_or_pdh)
         )
@@ -280,7 +291,18 @@ class ArvadosBackend:
     def list_collections(
         self, filters: Filters, *, select: Sequence[str] | None = None
     ) -> Iterator[Record]:
+        if select is None:  # every field, as the embedded store gives
+            select = self._collection_fields()
         return self._list_all(self._api.collections().list, "listing collections", filters, select)
+
+    def _collection_fields(self) -> list[str]:
+        """The Collection attributes the server's discovery document names (but the
+        computed ``etag``), ``manifest_text`` among them: a collections index leaves it
+        out unless the select names it (``CollectionsController#load_select_param``)."""
+        root = getattr(self._api, "_rootDesc", None) or {}
+        schema = ((root.get("schemas") or {}).get("Collection") or {}).get("properties") or {}
+        fields = [name for name in schema if name not in ("etag", "unsigned_manifest_text")]
+        return fields or list(_COLLECTION_FIELDS)
 
     def update_collection(self, uuid: str, *, properties: Mapping[str, Any]) -> Record:
         request = self._api.collections().update(uuid=uuid, body={"properties": dict(properties)})
